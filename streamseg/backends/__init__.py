@@ -1,0 +1,47 @@
+"""Backend selection: an explicit ordered list, with the reason each skipped one was skipped.
+
+Backends are named here and imported only when chosen, so listing them costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from ..contract import LoadedModel
+from ..errors import BackendError
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+# name -> (module, class). The TensorRT and torch backends plug in here.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("streamseg.backends.onnxruntime", "OnnxRuntimeBackend"),
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in REGISTRY:
+        raise BackendError(f"backend '{name}' is not part of this build (have: {', '.join(REGISTRY)})")
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def select_backend(choice: str, prefer: list[str], model: LoadedModel, device: str = "auto",
+                   threads: int = 0, max_batch: int = 1) -> Backend:
+    """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``."""
+    names = [choice] if choice != "auto" else list(prefer)
+    reasons: list[str] = []
+    for name in names:
+        if name not in REGISTRY:
+            reasons.append(f"{name}: not part of this build yet")
+            log.info("backend %s skipped: not part of this build yet", name)
+            continue
+        cls = backend_class(name)
+        why = cls.unavailable_reason(device)
+        if why is None:
+            log.info("backend %s selected", name)
+            return cls(model, device=device, threads=threads, max_batch=max_batch)
+        reasons.append(f"{name}: {why}")
+        log.info("backend %s skipped: %s", name, why)
+    raise BackendError("no usable backend: " + "; ".join(reasons))

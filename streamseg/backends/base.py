@@ -1,0 +1,93 @@
+"""The one backend interface every engine implements.
+
+A backend is a context manager: ``__enter__`` loads the model, checks it against its contract and
+warms up; ``__exit__`` frees it. ``infer`` checks the batch, times the call and hands it to the
+backend's ``_infer``. Backends never import their heavy library at module import time.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from types import TracebackType
+from typing import ClassVar
+
+import numpy as np
+
+from ..contract import LoadedModel, TensorInfo, check_io, expected_input_shape
+from ..errors import BackendError
+
+
+class Backend(abc.ABC):
+    """Runs one model on batches of preprocessed frames; subclasses write ``_load``/``_infer``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1) -> None:
+        self.model = model
+        self.contract = model.contract
+        self.device = device
+        self.threads = threads
+        self.max_batch = max_batch
+        self.last_seconds = 0.0
+        self._loaded = False
+
+    # --- what a backend writes ---------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        """Why this backend cannot run here (missing library, no GPU), or None when it can."""
+
+    @abc.abstractmethod
+    def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """Load the model; return what the graph says of its inputs and outputs."""
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the graph on a checked batch; return the contract's output for each item."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Free what ``_load`` took."""
+
+    @property
+    def description(self) -> str:
+        """One line for logs and build_info: backend and where it runs."""
+        return self.name
+
+    # --- the fixed part ----------------------------------------------------------------------
+    def __enter__(self) -> Backend:
+        inputs, outputs = self._load()
+        check_io(self.model, inputs, outputs)
+        self._loaded = True
+        self.warmup()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._loaded = False
+        self._close()
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run zeros through the graph so the first real frame does not pay for allocation."""
+        shape = expected_input_shape(self.contract, 1)
+        dummy = np.zeros(tuple(d or 1 for d in shape), np.float32)
+        for _ in range(runs):
+            self.infer(dummy)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Check a preprocessed batch against the contract, run it, and time the call."""
+        if not self._loaded:
+            raise BackendError(f"{self.name}: infer() called outside 'with backend:'")
+        want = expected_input_shape(self.contract, batch.shape[0] if batch.ndim else None)
+        if batch.shape != want or batch.dtype != np.float32:
+            raise BackendError(
+                f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}"
+            )
+        if batch.shape[0] > self.max_batch:
+            raise BackendError(f"{self.name}: batch of {batch.shape[0]} exceeds max_batch {self.max_batch}")
+        start = time.perf_counter()
+        out = self._infer(batch)
+        self.last_seconds = time.perf_counter() - start
+        if out.shape[0] != batch.shape[0]:
+            raise BackendError(f"{self.name}: {batch.shape[0]} frames in, {out.shape[0]} results out")
+        return out

@@ -1,0 +1,91 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA execution provider where onnxruntime-gpu has one.
+
+The only module that imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..contract import TensorInfo
+from ..errors import BackendError, MissingDependencyError, ModelError
+from .base import Backend
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "onnx", "the onnxruntime backend") from None
+    return onnxruntime
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        try:
+            ort = _ort()
+        except MissingDependencyError as e:
+            return str(e)
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+        return None
+
+    def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        ort = _ort()
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if self.device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self._session = ort.InferenceSession(str(self.model.onnx_path), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad graphs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{self.model.onnx_path}: onnxruntime cannot load it: {first}") from None
+        self._providers = self._session.get_providers()
+        self._out_name = self.contract.output.name
+        self._in_name = self.contract.input.name
+
+        def info(args: list[Any]) -> list[TensorInfo]:
+            return [
+                TensorInfo(a.name, tuple(d if isinstance(d, int) else None for d in a.shape),
+                           _ORT_TYPES.get(a.type, a.type))
+                for a in args
+            ]
+
+        return info(self._session.get_inputs()), info(self._session.get_outputs())
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime ({', '.join(getattr(self, '_providers', []))})"
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self._session.run([self._out_name], {self._in_name: batch})
+        except Exception as e:  # onnxruntime's errors are untyped
+            raise BackendError(f"onnxruntime failed on a batch of {batch.shape[0]}: {str(e).splitlines()[0]}") from None
+        return np.asarray(out)
+
+    def _close(self) -> None:
+        self._session = None
+
+
+def providers() -> list[str]:
+    """Execution providers this onnxruntime build offers (for `streamseg doctor`)."""
+    return list(_ort().get_available_providers())

@@ -1,0 +1,71 @@
+"""Cross-stream batching: up to ``max_batch`` frames, fair across streams, and no frame waits
+longer than ``max_wait_ms`` (counted from its capture) for its batch to fill."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from .frames import Batch, Frame
+from .sources import Source
+
+
+class Batcher:
+    """Takes frames round-robin from the sources' queues; one consumer thread."""
+
+    def __init__(self, sources: Sequence[Source], max_batch: int, max_wait_ms: float) -> None:
+        self.sources = list(sources)
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.cond = threading.Condition()
+        self._start = 0
+
+    def notify(self) -> None:
+        """Called by readers after each put and when they finish."""
+        with self.cond:
+            self.cond.notify_all()
+
+    def _all_done(self) -> bool:
+        return all(s.finished.is_set() and len(s.queue) == 0 for s in self.sources)
+
+    def _take_round(self, frames: list[Frame]) -> bool:
+        """One frame from each non-empty queue in rotating order; True if any was taken."""
+        took = False
+        n = len(self.sources)
+        for k in range(n):
+            if len(frames) >= self.max_batch:
+                break
+            src = self.sources[(self._start + k) % n]
+            frame = src.queue.get_nowait()
+            if frame is not None:
+                frames.append(frame)
+                took = True
+        return took
+
+    def next_batch(self, stop: threading.Event) -> Batch | None:
+        """The next batch, or None once every source has finished and drained (or on stop)."""
+        frames: list[Frame] = []
+        deadline: float | None = None
+        while not stop.is_set():
+            while len(frames) < self.max_batch and self._take_round(frames):
+                pass
+            if frames and deadline is None:
+                deadline = min(f.capture_time for f in frames) + self.max_wait
+            if len(frames) >= self.max_batch:
+                break
+            now = time.monotonic()
+            if frames and (deadline is None or now >= deadline or self._all_done()):
+                break
+            if not frames and self._all_done():
+                return None
+            # A file reader under back-pressure refills within microseconds of a take; only wait
+            # for the deadline when no stream has anything queued.
+            with self.cond:
+                if not any(len(s.queue) for s in self.sources):
+                    timeout = 0.1 if deadline is None else max(0.0, deadline - now)
+                    self.cond.wait(timeout)
+        if not frames:
+            return None
+        self._start = (self._start + 1) % len(self.sources)
+        return Batch(tuple(frames), time.monotonic())

@@ -1,0 +1,289 @@
+"""Pipeline configuration: YAML with ${ENV} interpolation, validated by pydantic (unknown keys
+rejected). Errors read ``file:line: key.path: message`` so people can jump to the line.
+
+Relative paths (model, files, outputs) are taken from the current directory, as ffmpeg and
+gst-launch do; bundled model names (``streamseg models``) need no path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .uri import parse_source_uri, redact
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    open_s: float = Field(10.0, gt=0, description="give up opening a stream after this long")
+    read_s: float = Field(5.0, gt=0, description="a blocked read fails after this long")
+    watchdog_s: float = Field(
+        5.0, gt=0, description="no new frame for this long marks the stream down and reconnects"
+    )
+
+
+class Reconnect(_Strict):
+    initial_s: float = Field(0.5, gt=0, description="first back-off delay")
+    max_s: float = Field(30.0, gt=0, description="back-off cap")
+    factor: float = Field(2.0, ge=1, description="back-off growth per failed attempt")
+    max_attempts: int | None = Field(
+        None, ge=0, description="give the stream up after this many failures in a row; null = never"
+    )
+
+
+class SourceConfig(_Strict):
+    name: str = Field(
+        description="stream name used in metrics, records and file names",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
+    uri: str = Field(description="rtsp://, file:// or a path, /dev/videoN or an index, synthetic://")
+    fps: float | None = Field(None, gt=0, description="cap on frames taken per second")
+    loop: bool = Field(False, description="files: start again at the end")
+    realtime: bool = Field(False, description="files: pace frames at their timestamps")
+    queue_size: int = Field(4, ge=1, le=256, description="frames buffered between reader and batcher")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="network and watchdog timeouts")
+    reconnect: Reconnect = Field(default_factory=Reconnect, description="live-source reconnection")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        try:
+            parse_source_uri(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @property
+    def kind(self) -> str:
+        return parse_source_uri(self.uri).kind
+
+    @property
+    def live(self) -> bool:
+        """Live sources drop their oldest frames when the pipeline lags; files never drop."""
+        return self.kind in ("rtsp", "camera") or (self.kind == "synthetic" and self.realtime)
+
+    @property
+    def display_uri(self) -> str:
+        return redact(self.uri)
+
+
+BackendName = Literal["onnxruntime", "tensorrt", "torch"]
+
+
+class ModelConfig(_Strict):
+    path: str = Field(description="bundled model name or path to a sidecar (.json/.yaml) or .onnx")
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
+        "auto", description="engine to run the model; auto takes the first available of `prefer`"
+    )
+    prefer: list[BackendName] = Field(
+        default_factory=lambda: ["tensorrt", "torch", "onnxruntime"],
+        description="order tried by backend: auto",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
+    threads: int = Field(0, ge=0, description="CPU inference threads; 0 = library default")
+
+
+class BatchConfig(_Strict):
+    max_batch: int = Field(4, ge=1, le=64, description="frames per engine call, across streams")
+    max_wait_ms: float = Field(
+        10.0, ge=0, description="longest a frame waits for its batch to fill"
+    )
+
+
+class PostprocessConfig(_Strict):
+    smoothing: float = Field(
+        0.0, ge=0, lt=1,
+        description="exponential smoothing of the class-area metric: weight of the previous value",
+    )
+
+
+class OverlayConfig(_Strict):
+    mode: Literal["blend", "mask", "side-by-side"] = Field("blend", description="how to draw")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the class color in blend mode")
+    legend: bool = Field(True, description="draw class, color and area % in a corner")
+    transparent: list[str] | None = Field(
+        None,
+        description="classes left unpainted in blend mode; null = classes named 'background'",
+    )
+
+
+class VideoOutput(_Strict):
+    type: Literal["video"]
+    path: str = Field("out/{stream}.mp4", description="H.264 MP4 per stream; {stream} is replaced")
+    fps: float | None = Field(None, gt=0, description="nominal rate; default: the source's")
+    crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
+    preset: str = Field("ultrafast", description="x264 preset")
+    streams: list[str] | None = Field(None, description="only these streams; null = all")
+
+
+class JsonlOutput(_Strict):
+    type: Literal["jsonl"]
+    path: str = Field("out/stats.jsonl", description="one JSON record per processed frame")
+
+
+class LiveOutput(_Strict):
+    type: Literal["live"]
+    max_fps: float = Field(10.0, gt=0, description="MJPEG frames per second per stream")
+    quality: int = Field(80, ge=10, le=100, description="JPEG quality")
+    width: int | None = Field(None, ge=64, description="downscale for the browser; null = as is")
+
+
+class SnapshotOutput(_Strict):
+    type: Literal["snapshot"]
+    path: str = Field("out/snapshots/{stream}", description="folder per stream for PNG files")
+    every: int = Field(25, ge=1, description="keep one frame in this many")
+    raw: bool = Field(True, description="save the source frame (true) or the overlay (false)")
+
+
+class DisplayOutput(_Strict):
+    type: Literal["display"]
+
+
+Output = Annotated[
+    VideoOutput | JsonlOutput | LiveOutput | SnapshotOutput | DisplayOutput,
+    Field(discriminator="type"),
+]
+
+
+class HttpConfig(_Strict):
+    enabled: bool = Field(True, description="serve /metrics, /healthz and the live view")
+    host: str = Field("127.0.0.1", description="bind address; loopback unless you mean it")
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+
+
+class PipelineConfig(_Strict):
+    name: str = Field("streamseg", description="pipeline name shown in logs and the live view")
+    sources: list[SourceConfig] = Field(min_length=1, description="streams to read")
+    model: ModelConfig = Field(description="segmentation model and backend")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="cross-stream batching")
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="stats")
+    overlay: OverlayConfig = Field(default_factory=OverlayConfig, description="overlay drawing")
+    outputs: list[Output] = Field(default_factory=list, description="where results go")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and live view server")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"duplicate stream name '{s.name}'")
+            seen.add(s.name)
+        names = {s.name for s in self.sources}
+        for o in self.outputs:
+            if isinstance(o, VideoOutput) and o.streams:
+                unknown = sorted(set(o.streams) - names)
+                if unknown:
+                    raise ValueError(f"video output names unknown streams: {', '.join(unknown)}")
+        if any(isinstance(o, LiveOutput) for o in self.outputs) and not self.http.enabled:
+            raise ValueError("a live output needs http.enabled: true")
+        return self
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+Path_ = tuple[str | int, ...]
+
+
+def _interpolate(text: str, where: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+        return value
+
+    return _ENV.sub(sub, text)
+
+
+def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{file}:{key_node.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))}"
+            if key in out:
+                raise ConfigError(f"{where}: duplicate key")
+            out[key] = _to_python(value_node, path + (key,), lines, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, path + (i,), lines, file) for i, v in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    if isinstance(value, str) and "${" in value:
+        where = f"{file}:{node.start_mark.line + 1}: {'.'.join(map(str, path))}"
+        value = _interpolate(value, where)
+    return value
+
+
+def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline file; every problem is a ConfigError of one line."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file}: cannot read: {e}") from None
+    return parse_config(text, file)
+
+
+def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{file}:{line}: invalid YAML: {problem}") from None
+    if root is None:
+        raise ConfigError(f"{file}:1: the file is empty")
+    lines: dict[Path_, int] = {}
+    data = _to_python(root, (), lines, file)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}:1: expected a mapping of settings at the top level")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        # pydantic puts the discriminator value in the location of union members; drop it.
+        clean = tuple(
+            p
+            for i, p in enumerate(loc)
+            if not (p in _OUTPUT_TAGS and i > 0 and isinstance(loc[i - 1], int))
+        )
+        key = ".".join(str(p) for p in clean) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{file}:{_line_for(clean, lines)}: {key}: {_redact_msg(msg)}{more}") from None
+
+
+_OUTPUT_TAGS = {"video", "jsonl", "live", "snapshot", "display"}
+
+
+def _redact_msg(msg: str) -> str:
+    # pydantic echoes input values into some messages; a URL there may carry a password.
+    return re.sub(r"([a-z][a-z0-9+.-]*://)[^\s'\"@/]*:[^\s'\"@/]*@", r"\1***@", msg)

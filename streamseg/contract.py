@@ -1,0 +1,208 @@
+"""The model contract: the sidecar that travels with every ONNX file and engine.
+
+It states what the graph takes (size, layout, color order, mean/std) and gives (logits,
+probabilities or a class map), with class names and colors. ``check_io`` compares it with what a
+backend reports about the graph, so a mismatch fails at load, never mid-stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    name: str = Field(description="graph input name")
+    layout: Literal["NCHW", "NHWC"] = Field(description="tensor layout")
+    height: int = Field(gt=0, description="input height in pixels")
+    width: int = Field(gt=0, description="input width in pixels")
+    color: Literal["RGB", "BGR"] = Field("RGB", description="channel order the model expects")
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="per channel, 0..255 scale")
+    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="per channel, 0..255 scale")
+
+    @model_validator(mode="after")
+    def _std_nonzero(self) -> InputSpec:
+        if any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+        return self
+
+
+class OutputSpec(_Strict):
+    name: str = Field(description="graph output name")
+    kind: Literal["logits", "probabilities", "class_map"] = Field(
+        description="per-class scores (N,C,H,W) / (N,H,W,C), or class indices (N,H,W)"
+    )
+
+
+class ClassSpec(_Strict):
+    name: str = Field(min_length=1, description="class name used in metrics and records")
+    color: tuple[int, int, int] = Field(description="RGB overlay color")
+
+
+class ModelContract(_Strict):
+    name: str = Field(description="model name")
+    onnx: str = Field(description="ONNX file, relative to the sidecar")
+    description: str = Field("", description="one line for people")
+    input: InputSpec
+    output: OutputSpec
+    classes: list[ClassSpec] = Field(min_length=1, max_length=255)
+    source: str = Field("", description="where the weights come from")
+    license: str = Field("", description="license of the weights")
+    sha256: str | None = Field(None, description="sha256 of the ONNX file, checked at load")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A contract with the files it was read from."""
+
+    contract: ModelContract
+    sidecar: Path
+    onnx_path: Path
+
+
+def bundled_models() -> list[Path]:
+    """Sidecars of the models shipped in the repository's models/ folder."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p for p in MODELS_DIR.glob("*/*.json") if p.is_file())
+
+
+def resolve_model(ref: str) -> Path:
+    """A bundled model name, a sidecar path, or an ONNX path with a sidecar beside it."""
+    path = Path(ref)
+    if path.suffix.lower() == ".onnx":
+        for ext in (".json", ".yaml", ".yml"):
+            if path.with_suffix(ext).exists():
+                return path.with_suffix(ext)
+        raise ModelError(f"{ref}: no sidecar beside the ONNX file (expected {path.with_suffix('.json')})")
+    if path.exists():
+        return path
+    for sidecar in bundled_models():
+        if sidecar.parent.name == ref or sidecar.stem == ref:
+            return sidecar
+    names = ", ".join(p.stem for p in bundled_models()) or "none"
+    raise ModelError(f"model '{ref}': no such file and no bundled model of that name (bundled: {names})")
+
+
+def load_model(ref: str, verify_hash: bool = True) -> LoadedModel:
+    """Read and validate a sidecar; check its ONNX file exists and matches the recorded hash."""
+    sidecar = resolve_model(ref)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+        raw = json.loads(text) if sidecar.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ModelError(f"{sidecar}: cannot read sidecar: {str(e).splitlines()[0]}") from None
+    try:
+        contract = ModelContract.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ModelError(f"{sidecar}: {key}: {msg}") from None
+    onnx_path = (sidecar.parent / contract.onnx).resolve()
+    if not onnx_path.is_file():
+        raise ModelError(f"{sidecar}: onnx: file {onnx_path} does not exist")
+    if verify_hash and contract.sha256:
+        digest = sha256_file(onnx_path)
+        if digest != contract.sha256:
+            raise ModelError(
+                f"{sidecar}: sha256: {onnx_path.name} has {digest[:12]}…, sidecar says "
+                f"{contract.sha256[:12]}… (the ONNX file changed without its sidecar)"
+            )
+    return LoadedModel(contract, sidecar, onnx_path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What a backend says about one graph input or output. Dims may be None (dynamic)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str  # numpy dtype name: float32, float16, uint8, int64, ...
+
+
+def expected_input_shape(c: ModelContract, batch: int | None = None) -> tuple[int | None, ...]:
+    i = c.input
+    if i.layout == "NCHW":
+        return (batch, 3, i.height, i.width)
+    return (batch, i.height, i.width, 3)
+
+
+def check_io(model: LoadedModel, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
+    """Raise ModelError naming the sidecar field when the graph does not match the contract."""
+    c, where = model.contract, model.sidecar
+
+    def dims_match(actual: tuple[int | None, ...], expected: tuple[int | None, ...]) -> bool:
+        return len(actual) == len(expected) and all(
+            a is None or e is None or a == e for a, e in zip(actual, expected, strict=True)
+        )
+
+    ins = {t.name: t for t in inputs}
+    if c.input.name not in ins:
+        raise ModelError(f"{where}: input.name: graph has no input '{c.input.name}' (has {sorted(ins)})")
+    if len(inputs) != 1:
+        raise ModelError(f"{where}: the graph has {len(inputs)} inputs; streamseg feeds exactly one")
+    got = ins[c.input.name]
+    want = expected_input_shape(c)
+    if not dims_match(got.shape, want):
+        raise ModelError(
+            f"{where}: input: sidecar says {c.input.layout} {c.input.height}x{c.input.width} "
+            f"(shape {_fmt(want)}), graph input '{got.name}' has shape {_fmt(got.shape)}"
+        )
+    if got.dtype not in ("float32", "float16"):
+        raise ModelError(f"{where}: input: graph input '{got.name}' is {got.dtype}, expected float32")
+
+    outs = {t.name: t for t in outputs}
+    if c.output.name not in outs:
+        raise ModelError(f"{where}: output.name: graph has no output '{c.output.name}' (has {sorted(outs)})")
+    out = outs[c.output.name]
+    # The output may be smaller than the input (stride-4 heads); only rank and classes matter.
+    if c.output.kind == "class_map":
+        ok = len(out.shape) == 3 or (len(out.shape) == 4 and dims_match(out.shape, (None, 1, None, None)))
+        if not ok or out.dtype not in ("uint8", "int32", "int64"):
+            raise ModelError(
+                f"{where}: output: kind class_map needs an integer (N,H,W) output, graph output "
+                f"'{out.name}' is {out.dtype} {_fmt(out.shape)}"
+            )
+    else:
+        n = c.num_classes
+        chw = (None, n, None, None) if c.input.layout == "NCHW" else (None, None, None, n)
+        if not dims_match(out.shape, chw) or out.dtype not in ("float32", "float16"):
+            raise ModelError(
+                f"{where}: output: kind {c.output.kind} with {n} classes needs a float "
+                f"{_fmt(chw)} output, graph output '{out.name}' is {out.dtype} {_fmt(out.shape)}"
+            )
+
+
+def _fmt(shape: tuple[int | None, ...]) -> str:
+    return "(" + ",".join("N" if d is None else str(d) for d in shape) + ")"

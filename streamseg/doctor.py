@@ -1,0 +1,65 @@
+"""`streamseg doctor`: what this host can run, checked without importing heavy libraries
+(TensorRT and torch are looked up, not imported; a CUDA driver is probed with ctypes)."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import platform
+import shutil
+import sys
+
+from . import __version__
+
+
+def cuda_driver() -> str | None:
+    """The CUDA driver version when libcuda loads, else None. TensorRT must not be touched
+    without it: deserializing an engine on a driverless host segfaults the interpreter."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return "present (version unknown)"
+    v = version.value
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _module(name: str) -> str:
+    return "installed" if importlib.util.find_spec(name) is not None else "not installed"
+
+
+def report() -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = [
+        ("streamseg", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", f"{platform.system()} {platform.machine()}"),
+    ]
+    import cv2
+    import numpy
+
+    rows += [("numpy", numpy.__version__), ("opencv", cv2.__version__)]
+    try:
+        from .media import av_version, encoder_names
+
+        rows.append(("pyav", av_version()))
+        rows += [(f"codec {k}", "yes" if v else "NO") for k, v in encoder_names().items()]
+    except ImportError as e:
+        rows.append(("pyav", f"missing: {e}"))
+    try:
+        from .backends.onnxruntime import providers
+
+        rows.append(("onnxruntime providers", ", ".join(providers())))
+    except Exception as e:  # report, never fail: doctor runs on broken hosts
+        rows.append(("onnxruntime", f"unavailable: {e}"))
+    driver = cuda_driver()
+    rows.append(("cuda driver", driver or "not found (no NVIDIA GPU path on this host)"))
+    rows.append(("tensorrt (python)", _module("tensorrt")))
+    rows.append(("pycuda", _module("pycuda")))
+    rows.append(("torch", _module("torch")))
+    rows.append(("gstreamer (gst-launch-1.0)", shutil.which("gst-launch-1.0") or "not found"))
+    from .outputs.display import display_unavailable_reason
+
+    rows.append(("display output", display_unavailable_reason() or "available"))
+    return rows

@@ -1,0 +1,57 @@
+"""The one exception root of streamseg and its tree.
+
+::
+
+    StreamsegError                  anything the CLI reports as a one-line error
+    ├── ConfigError                 bad YAML, unknown key, wrong value (exit code 2)
+    ├── ModelError                  sidecar/graph mismatch, unreadable model (exit code 2)
+    ├── BackendError                no usable backend, inference failure
+    ├── SourceError                 a stream cannot be opened or read
+    ├── OutputError                 an output cannot be written
+    └── MissingDependencyError      an optional extra is not installed
+
+Any other exception escaping the CLI is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class StreamsegError(Exception):
+    """Root of every error streamseg raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamsegError):
+    """The pipeline configuration or command line is invalid."""
+
+    exit_code = 2
+
+
+class ModelError(StreamsegError):
+    """The model file or its sidecar is unusable or inconsistent (a configuration problem)."""
+
+    exit_code = 2
+
+
+class BackendError(StreamsegError):
+    """No backend could run the model, or inference failed."""
+
+
+class SourceError(StreamsegError):
+    """A source could not be opened or read."""
+
+
+class OutputError(StreamsegError):
+    """An output could not be opened or written."""
+
+
+class MissingDependencyError(StreamsegError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the Python module '{module}': pip install 'streamseg[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra

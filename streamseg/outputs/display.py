@@ -1,0 +1,56 @@
+"""A window per stream, when a screen exists and OpenCV was built with a GUI."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import cv2
+import numpy as np
+
+from ..errors import OutputError
+from ..frames import SegResult
+from .base import Sink
+
+
+def display_unavailable_reason() -> str | None:
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return "no screen (DISPLAY is not set)"
+    info = cv2.getBuildInformation()
+    gui = [line for line in info.splitlines() if line.strip().startswith("GUI:")]
+    if not gui or "NONE" in gui[0].upper():
+        return "this OpenCV has no GUI (pip install opencv-python instead of opencv-python-headless)"
+    return None
+
+
+class DisplaySink(Sink):
+    """HighGUI is not thread-safe, so one thread owns every window."""
+
+    wants_overlay = True
+
+    def __init__(self) -> None:
+        why = display_unavailable_reason()
+        if why:
+            raise OutputError(f"display output: {why}")
+        self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._show, name="display", daemon=True)
+        self._thread.start()
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        if overlay is None:
+            return
+        try:
+            self._queue.put_nowait((result.frame.stream, overlay.copy()))
+        except queue.Full:
+            pass  # a slow screen must not slow the pipeline
+
+    def _show(self) -> None:
+        while (item := self._queue.get()) is not None:
+            cv2.imshow(f"streamseg: {item[0]}", item[1])
+            cv2.waitKey(1)
+        cv2.destroyAllWindows()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(2)

@@ -1,0 +1,55 @@
+"""Statistics as JSON Lines: one record per processed frame, ratios over all class-map pixels."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..config import JsonlOutput
+from ..errors import OutputError
+from ..frames import SegResult
+from .base import Sink
+
+
+def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
+    """The JSON record of one result (ratios unsmoothed and unrounded: they are exact counts)."""
+    f = result.frame
+    return {
+        "stream": f.stream,
+        "frame": f.index,
+        "pts": round(f.pts, 6),
+        "time": round(f.wall_time, 6),
+        "class_area_ratio": {n: float(r) for n, r in zip(class_names, result.area_ratio, strict=True)},
+    }
+
+
+class JsonlSink(Sink):
+    def __init__(self, cfg: JsonlOutput, class_names: list[str]) -> None:
+        self.path = Path(cfg.path)
+        self.class_names = class_names
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO | None = open(self.path, "w", encoding="utf-8", buffering=1)
+        except OSError as e:
+            raise OutputError(f"jsonl output {self.path}: cannot open: {e.strerror}") from None
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        line = json.dumps(record(result, self.class_names), separators=(",", ":"))
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._file.write(line + "\n")
+            except OSError as e:
+                raise OutputError(f"jsonl output {self.path}: {e.strerror}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,35 @@
+"""Lossless PNG snapshots every N frames: raw frames for audits and tests, or the overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import SnapshotOutput
+from ..errors import OutputError
+from ..frames import SegResult
+from .base import Sink
+
+
+class SnapshotSink(Sink):
+    def __init__(self, cfg: SnapshotOutput) -> None:
+        self.cfg = cfg
+        self.wants_raw = cfg.raw
+        self.wants_overlay = not cfg.raw
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        f = result.frame
+        if f.index % self.cfg.every:
+            return
+        folder = Path(self.cfg.path.replace("{stream}", f.stream))
+        image = f.image if self.cfg.raw or overlay is None else overlay
+        path = folder / f"{f.index:06d}.png"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok = cv2.imwrite(str(path), image)
+        except (OSError, cv2.error) as e:
+            raise OutputError(f"snapshot output {path}: {e}") from None
+        if not ok:
+            raise OutputError(f"snapshot output {path}: cannot write")

@@ -1,0 +1,237 @@
+"""The pipeline: source -> batch -> preprocess -> infer -> postprocess -> outputs.
+
+``Pipeline.run`` is the one loop, read top to bottom. Threads: one reader per source, this loop
+(batch, preprocess, infer, postprocess), one output worker per stream (overlay, sinks, in frame
+order). Bounded queues between them give back-pressure; ``stop()`` (SIGINT/SIGTERM) lets every
+stage finish what it holds so outputs are finalized.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__
+from .backends import select_backend
+from .backends.base import Backend
+from .batching import Batcher
+from .config import PipelineConfig
+from .contract import LoadedModel, load_model
+from .errors import OutputError, StreamsegError
+from .frames import Batch, SegResult
+from .metrics import Metrics
+from .outputs import Sink, build_sinks
+from .overlay import Palette, Scratch, make_palette, render
+from .postprocess import Smoother, area_ratios, to_class_maps
+from .preprocess import preprocess
+from .server import HttpServer, LiveHub
+from .sources import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a finished run did, per stream; ``failed`` holds one-line errors of streams that died."""
+
+    frames: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    backend: str = ""
+
+
+class StreamWorker:
+    """Overlay and outputs for one stream, in frame order, on its own thread."""
+
+    def __init__(self, name: str, sinks: list[Sink], palette: Palette, cfg: PipelineConfig,
+                 metrics: Metrics, on_error: threading.Event) -> None:
+        self.name = name
+        self.sinks = sinks
+        self.palette = palette
+        self.cfg = cfg
+        self.metrics = metrics
+        self.queue: queue.Queue[SegResult | None] = queue.Queue(maxsize=8)
+        self.processed = 0
+        self._scratch = Scratch()
+        self._disabled: set[int] = set()
+        self._failed = on_error
+        self._thread = threading.Thread(target=self._run, name=f"outputs-{name}", daemon=True)
+        self._overlay_hist = metrics.stage_seconds.labels("overlay")
+        self._latency = metrics.frame_latency.labels(name)
+        self._processed = metrics.frames_processed.labels(name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self._thread.join()
+
+    def _write(self, i: int, sink: Sink, result: SegResult, image: np.ndarray | None) -> None:
+        try:
+            sink.write(result, image)
+        except OutputError as e:
+            # One broken output (disk full, bad path) stops itself, not the stream or the others.
+            log.error("stream %s: %s; that output is disabled for this stream", self.name, e)
+            self._disabled.add(i)
+            self._failed.set()
+
+    def _run(self) -> None:
+        wants_overlay = any(s.wants_overlay for s in self.sinks)
+        ov = self.cfg.overlay
+        while (result := self.queue.get()) is not None:
+            for i, sink in enumerate(self.sinks):
+                if sink.wants_raw and i not in self._disabled:
+                    self._write(i, sink, result, None)
+            image = None
+            if wants_overlay:
+                start = time.perf_counter()
+                image = render(result.frame.image, result.class_map, self.palette, ov.mode, ov.alpha,
+                               result.area_ratio, ov.legend, self._scratch)
+                self._overlay_hist.observe(time.perf_counter() - start)
+            for i, sink in enumerate(self.sinks):
+                if not sink.wants_raw and i not in self._disabled:
+                    self._write(i, sink, result, image)
+            self.processed += 1
+            self._processed.inc()
+            self._latency.observe(time.monotonic() - result.frame.capture_time)
+
+
+class Pipeline:
+    """Build with a validated config; ``run()`` blocks until the sources end or ``stop()``."""
+
+    def __init__(self, cfg: PipelineConfig, max_frames: int | None = None,
+                 duration: float | None = None) -> None:
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self.duration = duration
+        self.metrics = Metrics()
+        self.stop_event = threading.Event()
+        self.model: LoadedModel = load_model(cfg.model.path)
+        c = self.model.contract
+        self.palette = make_palette(c.class_names, [k.color for k in c.classes], cfg.overlay.transparent)
+        self.http: HttpServer | None = None
+        self.ready = threading.Event()  # set once every stage runs (tests wait on it)
+        self.backend_description = ""
+
+    def stop(self) -> None:
+        """Ask every stage to finish; safe from signal handlers and other threads."""
+        self.stop_event.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        cfg, c, m = self.cfg, self.model.contract, self.metrics
+        summary = RunSummary()
+        started = time.monotonic()
+
+        # start-up: backend first (a bad model fails before any stream is opened)
+        backend = select_backend(cfg.model.backend, list(cfg.model.prefer), self.model,
+                                 cfg.model.device, cfg.model.threads, cfg.batch.max_batch)
+        with backend:  # loads, checks the contract, warms up
+            self.backend_description = summary.backend = backend.description
+            m.build_info.labels(__version__, backend.name, c.name).set(1)
+            batcher = Batcher([], cfg.batch.max_batch, cfg.batch.max_wait_ms)
+            sources = [Source(s, m, batcher.notify, self.max_frames) for s in cfg.sources]
+            batcher.sources = sources
+            by_name = {s.name: s for s in sources}
+            for s in sources:
+                m.add_stream(s.name, c.class_names)
+
+            hub = LiveHub([s.name for s in sources]) if cfg.http.enabled else None
+            sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
+            output_failed = threading.Event()
+            workers = {s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed)
+                       for s in sources}
+            try:
+                if hub is not None:
+                    self.http = HttpServer(cfg.http.host, cfg.http.port, cfg.name, hub,
+                                           m.exposition, lambda: self._health(sources))
+                    self.http.start()
+                    log.info("live view: %s  metrics: %smetrics", self.http.url, self.http.url)
+                for w in workers.values():
+                    w.start()
+                for s in sources:
+                    s.start()
+                self.ready.set()
+                self._loop(backend, batcher, sources, workers)
+            finally:
+                # shutdown: readers stop, workers drain in order, sinks finalize, server last
+                for s in sources:
+                    s.stop()
+                for w in workers.values():
+                    w.finish()
+                for sink in sinks:
+                    sink.close()
+                for s in sources:
+                    s.join(2.0)
+                if self.http is not None:
+                    self.http.stop()
+        summary.frames = {n: w.processed for n, w in workers.items()}
+        summary.failed = {s.name: s.error for s in sources if s.error}
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _loop(self, backend: Backend, batcher: Batcher, sources: list[Source],
+              workers: dict[str, StreamWorker]) -> None:
+        cfg, c, m = self.cfg, self.model.contract, self.metrics
+        smoother = Smoother(cfg.postprocess.smoothing)
+        h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
+        deadline = None if self.duration is None else time.monotonic() + self.duration
+        next_watch = 0.0
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                log.info("duration reached")
+                break
+            if now >= next_watch:
+                for s in sources:
+                    s.check_watchdog(now)
+                next_watch = now + 0.5
+            batch: Batch | None = batcher.next_batch(self.stop_event)
+            if batch is None:
+                if all(s.finished.is_set() for s in sources):
+                    break
+                continue
+            m.batch_size.observe(len(batch))
+
+            t0 = time.perf_counter()
+            tensor = preprocess([f.image for f in batch.frames], c.input)
+            t1 = time.perf_counter()
+            output = backend.infer(tensor)
+            t2 = time.perf_counter()
+            maps = to_class_maps(output, c)
+            results = []
+            for frame, cmap in zip(batch.frames, maps, strict=True):
+                ratios = area_ratios(cmap, c.num_classes)
+                shown = smoother.update(frame.stream, ratios)
+                for name, value in zip(c.class_names, shown, strict=True):
+                    m.class_area.labels(frame.stream, name).set(float(value))
+                results.append(SegResult(frame, np.ascontiguousarray(cmap), ratios))
+            t3 = time.perf_counter()
+            h_pre.observe(t1 - t0)
+            h_inf.observe(t2 - t1)
+            h_post.observe(t3 - t2)
+
+            for r in results:  # blocks when a stream's outputs lag: back-pressure to the batcher
+                workers[r.frame.stream].queue.put(r)
+
+    def _health(self, sources: list[Source]) -> tuple[bool, dict[str, object]]:
+        streams = {s.name: ("up" if s.up else "failed" if s.error else "finished" if s.finished.is_set()
+                            else "down") for s in sources}
+        ok = self.ready.is_set() and not self.stop_event.is_set() and any(
+            v in ("up", "finished") for v in streams.values())
+        return ok, {"status": "ok" if ok else "degraded", "streams": streams}
+
+
+def run_pipeline(cfg: PipelineConfig, max_frames: int | None = None,
+                 duration: float | None = None) -> RunSummary:
+    """Build and run a pipeline in the calling thread (the CLI's entry point)."""
+    return Pipeline(cfg, max_frames, duration).run()
+
+
+__all__ = ["Pipeline", "RunSummary", "StreamsegError", "run_pipeline"]

@@ -1,0 +1,55 @@
+"""Engine output -> class map -> per-class area ratios. Pure functions, plus one small smoother."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .contract import ModelContract
+from .errors import BackendError
+
+
+def to_class_maps(output: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """Turn a batch of engine outputs into uint8 class maps (N, h, w).
+
+    Logits and probabilities are reduced with argmax over the class axis; a class map is only
+    squeezed and narrowed. Graphs with the argmax inside are faster on every backend.
+    """
+    kind = contract.output.kind
+    if kind == "class_map":
+        maps = output[:, 0] if output.ndim == 4 else output
+        if maps.dtype != np.uint8:
+            if maps.size and (maps.min() < 0 or maps.max() >= contract.num_classes):
+                raise BackendError(
+                    f"model '{contract.name}' produced class index {int(maps.max())} but has "
+                    f"{contract.num_classes} classes"
+                )
+            maps = maps.astype(np.uint8)
+        return maps
+    axis = 1 if contract.input.layout == "NCHW" else 3
+    return np.argmax(output, axis=axis).astype(np.uint8)
+
+
+def area_ratios(class_map: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fraction of the class map's pixels in each class (exact counts; sums to 1)."""
+    counts = np.bincount(class_map.ravel(), minlength=num_classes)
+    if counts.shape[0] > num_classes:
+        raise BackendError(
+            f"class map holds class index {counts.shape[0] - 1} but the model has {num_classes} classes"
+        )
+    return counts / class_map.size
+
+
+class Smoother:
+    """Exponential smoothing per stream: s = w * s_prev + (1 - w) * x. w = 0 passes x through."""
+
+    def __init__(self, weight: float) -> None:
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+        self.weight = weight
+        self._state: dict[str, np.ndarray] = {}
+
+    def update(self, stream: str, ratios: np.ndarray) -> np.ndarray:
+        prev = self._state.get(stream)
+        value = ratios if prev is None or self.weight == 0 else self.weight * prev + (1 - self.weight) * ratios
+        self._state[stream] = value
+        return value

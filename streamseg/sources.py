@@ -1,0 +1,331 @@
+"""Sources: one reader thread per stream feeding a bounded queue of Frames.
+
+Live sources (RTSP, cameras) keep the freshest frames: a full queue drops its oldest frame and
+counts it. Files never drop: a full queue blocks the reader (back-pressure). RTSP readers have
+open/read timeouts, a last-frame watchdog and reconnect with capped exponential back-off; a
+failing stream is marked down and never takes the others with it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .config import SourceConfig
+from .errors import SourceError
+from .frames import Frame
+from .media import VideoInput, describe_error
+from .metrics import Metrics
+from .uri import SourceURI, parse_source_uri, password_of, scrub
+
+log = logging.getLogger(__name__)
+
+
+class FrameQueue:
+    """Bounded FIFO between one reader and the batcher; ``notify`` wakes the batcher on put."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool, notify: Callable[[], None],
+                 on_drop: Callable[[], None]) -> None:
+        self.maxsize = maxsize
+        self.drop_oldest = drop_oldest
+        self._items: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._notify = notify
+        self._on_drop = on_drop
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Add a frame; False if ``stop`` was set while waiting for room."""
+        with self._cond:
+            if len(self._items) >= self.maxsize:
+                if self.drop_oldest:
+                    self._items.popleft()
+                    self._on_drop()
+                else:
+                    while len(self._items) >= self.maxsize:
+                        if stop.is_set():
+                            return False
+                        self._cond.wait(0.1)
+            self._items.append(frame)
+        self._notify()
+        return True
+
+    def get_nowait(self) -> Frame | None:
+        with self._cond:
+            if not self._items:
+                return None
+            frame = self._items.popleft()
+            self._cond.notify()
+            return frame
+
+    def peek_time(self) -> float | None:
+        with self._cond:
+            return self._items[0].capture_time if self._items else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class Reader(Protocol):
+    """An opened stream: nominal fps (if known) and an iterator of (BGR image, pts or None)."""
+
+    fps: float | None
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]: ...
+
+    def close(self) -> None: ...
+
+
+class _AvReader:
+    def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None,
+                 loop: bool) -> None:
+        self._input = VideoInput(target, options, timeout)
+        self.fps = self._input.info.fps
+        self._loop = loop
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        offset = 0.0
+        while True:
+            last = None
+            for image, pts in self._input.frames():
+                if pts is not None:
+                    last = pts
+                yield image, None if pts is None else pts + offset
+            if not self._loop or last is None:
+                return
+            offset += last + (1.0 / self.fps if self.fps else 0.04)
+            self._input.seek_start()
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class _CameraReader:
+    """Local cameras through OpenCV (V4L2 on Linux); timeouts keep a dead device from hanging."""
+
+    def __init__(self, target: str, open_s: float, read_s: float) -> None:
+        index: int | str = int(target) if target.isdigit() else target
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_s * 1000)]
+        self._cap = cv2.VideoCapture(index, cv2.CAP_ANY, params)
+        if not self._cap.isOpened():
+            raise SourceError(f"{target}: cannot open camera")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and fps > 0 else None
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        while True:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                return
+            yield image, None
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class _SyntheticReader:
+    """A deterministic pattern: moving disc (class 'object') on a gradient, for tests and benchmarks."""
+
+    def __init__(self, uri: SourceURI) -> None:
+        try:
+            self.width = int(uri.param("width", "640") or 640)
+            self.height = int(uri.param("height", "360") or 360)
+            self.fps = float(uri.param("fps", "25") or 25)
+            frames = uri.param("frames")
+            self.count = int(frames) if frames else None
+        except ValueError as e:
+            raise SourceError(f"synthetic source: bad parameter: {e}") from None
+        if self.width < 16 or self.height < 16 or self.fps <= 0:
+            raise SourceError("synthetic source: width and height must be >= 16 and fps > 0")
+        ramp = np.linspace(40, 200, self.width, dtype=np.float32)
+        self._base = np.repeat(np.repeat(ramp[None, :, None], self.height, 0), 3, 2).astype(np.uint8)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        i = 0
+        while self.count is None or i < self.count:
+            yield synthetic_frame(self._base, i), i / self.fps
+            i += 1
+
+    def close(self) -> None:
+        pass
+
+
+def synthetic_frame(base: np.ndarray, i: int) -> np.ndarray:
+    img = base.copy()
+    h, w = img.shape[:2]
+    cx = int((0.2 + 0.6 * ((i * 7) % 100) / 100) * w)
+    cv2.circle(img, (cx, h // 2), max(4, h // 5), (30, 30, 220), -1)
+    return img
+
+
+class Source:
+    """One stream: a reader thread, its queue, its up/down state and its counters."""
+
+    def __init__(self, cfg: SourceConfig, metrics: Metrics, notify: Callable[[], None],
+                 max_frames: int | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.uri = parse_source_uri(cfg.uri)
+        self.live = cfg.live
+        self.metrics = metrics
+        self.max_frames = max_frames
+        self.queue = FrameQueue(cfg.queue_size, drop_oldest=self.live, notify=notify,
+                                on_drop=lambda: metrics.frames_dropped.labels(self.name, "queue_full").inc())
+        self.fps: float | None = None
+        self.finished = threading.Event()  # no more frames will come
+        self.error: str | None = None  # set when the stream failed for good
+        self.up = False
+        self.frames_read = 0
+        self.last_frame_time = 0.0
+        self._stop = threading.Event()
+        self._notify = notify
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._reader: Reader | None = None
+        self._secrets = [p for p in [password_of(cfg.uri)] if p]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            self.metrics.stream_up.labels(self.name).set(1 if up else 0)
+            log.info("stream %s is %s", self.name, "up" if up else "down")
+
+    def check_watchdog(self, now: float) -> None:
+        """Mark a live stream down when no frame came for ``watchdog_s`` (a frozen server)."""
+        if self.live and self.up and now - self.last_frame_time > self.cfg.timeouts.watchdog_s:
+            log.warning("stream %s: no frame for %.1f s", self.name, now - self.last_frame_time)
+            self._set_up(False)
+
+    def _msg(self, text: str) -> str:
+        return f"stream '{self.name}' ({self.cfg.display_uri}): {scrub(text, self._secrets)}"
+
+    # --- the reader thread -------------------------------------------------------------------
+    def _open(self) -> Reader:
+        t = self.cfg.timeouts
+        kind, target = self.uri.kind, self.uri.target
+        try:
+            if kind == "file":
+                return _AvReader(target, {}, None, self.cfg.loop)
+            if kind == "rtsp":
+                # TCP: UDP loses packets on busy networks and smears frames.
+                return _AvReader(target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False)
+            if kind == "camera":
+                return _CameraReader(target, t.open_s, t.read_s)
+            return _SyntheticReader(self.uri)
+        except SourceError:
+            raise
+        except Exception as e:  # FFmpeg/OpenCV raise many types for unreadable input
+            raise SourceError(describe_error(e)) from None
+
+    def _run(self) -> None:
+        delay = self.cfg.reconnect.initial_s
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._reader = self._open()
+                except SourceError as e:
+                    self._set_up(False)
+                    if not self.live:
+                        self.error = self._msg(str(e))
+                        log.error("%s", self.error)
+                        return
+                    failures += 1
+                    log.warning("%s (attempt %d, retry in %.1f s)", self._msg(str(e)), failures, delay)
+                else:
+                    try:
+                        got = self._pump(self._reader)
+                    except SourceError as e:
+                        self.error = self._msg(str(e))
+                        log.error("%s", self.error)
+                        return
+                    finally:
+                        self._reader.close()
+                        self._reader = None
+                    self._set_up(False)
+                    if not self.live or self._done():
+                        return
+                    if got:
+                        failures, delay = 0, self.cfg.reconnect.initial_s
+                    else:
+                        failures += 1
+                    log.warning("%s: stream ended; reconnecting in %.1f s", self._msg("lost"), delay)
+                rc = self.cfg.reconnect
+                if rc.max_attempts is not None and failures > rc.max_attempts:
+                    self.error = self._msg(f"gave up after {failures} failed attempts")
+                    log.error("%s", self.error)
+                    return
+                if self._stop.wait(delay):
+                    return
+                self.metrics.reconnects.labels(self.name).inc()
+                delay = min(delay * rc.factor, rc.max_s)
+        finally:
+            self._set_up(False)
+            self.finished.set()
+            self._notify()
+
+    def _done(self) -> bool:
+        return self._stop.is_set() or (self.max_frames is not None and self.frames_read >= self.max_frames)
+
+    def _pump(self, reader: Reader) -> bool:
+        """Read frames into the queue until the stream ends, fails or we stop; True if any came."""
+        self.fps = reader.fps
+        self.metrics.source_fps.labels(self.name).set(self.fps or 0)
+        got = False
+        min_gap = 1.0 / self.cfg.fps if self.cfg.fps else 0.0
+        next_pts = 0.0
+        started = time.monotonic()
+        decode_hist = self.metrics.stage_seconds.labels("decode")
+        it = reader.frames()
+        while not self._done():
+            t0 = time.perf_counter()
+            try:
+                item = next(it, None)
+            except Exception as e:  # a read error or timeout: the stream is down
+                if not self.live and not got:
+                    raise SourceError(describe_error(e)) from None
+                log.warning("%s", self._msg(f"read failed: {describe_error(e)}"))
+                return got
+            if item is None:
+                return got
+            decode_hist.observe(time.perf_counter() - t0)
+            image, pts = item
+            now = time.monotonic()
+            if pts is None:
+                pts = now - started
+            if not got:
+                got = True
+            self._set_up(True)
+            self.last_frame_time = now
+            index = self.frames_read
+            self.frames_read += 1
+            if min_gap:
+                if pts + 1e-6 < next_pts:
+                    self.metrics.frames_dropped.labels(self.name, "fps_cap").inc()
+                    continue
+                next_pts = max(next_pts + min_gap, pts)
+            if self.cfg.realtime and not self.live:
+                wait = started + pts - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return got
+            frame = Frame(self.name, index, float(pts), time.monotonic(), time.time(), image)
+            if not self.queue.put(frame, self._stop):
+                return got
+        return got
+
