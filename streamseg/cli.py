@@ -23,13 +23,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="streamseg", description="Real-time semantic segmentation of video streams.",
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="streamseg",
+        description="Real-time semantic segmentation of video streams.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"streamseg {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run a pipeline file", epilog="source URIs:\n" + help_text(),
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run a pipeline file",
+        epilog="source URIs:\n" + help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("file", help="pipeline YAML")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -60,8 +67,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = pipeline.run()
     total = sum(summary.frames.values())
     fps = total / summary.seconds if summary.seconds else 0.0
-    print(f"processed {total} frames in {summary.seconds:.1f} s ({fps:.1f} FPS) with {summary.backend}: "
-          + ", ".join(f"{k}={v}" for k, v in summary.frames.items()))
+    print(
+        f"processed {total} frames in {summary.seconds:.1f} s ({fps:.1f} FPS) with {summary.backend}: "
+        + ", ".join(f"{k}={v}" for k, v in summary.frames.items())
+    )
     for error in summary.failed.values():
         print(f"streamseg: error: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -73,8 +82,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)
     model = load_model(cfg.model.path)
-    print(f"{args.file}: ok ({len(cfg.sources)} source(s), model {model.contract.name}, "
-          f"{len(cfg.outputs)} output(s))")
+    print(f"{args.file}: ok ({len(cfg.sources)} source(s), model {model.contract.name}, {len(cfg.outputs)} output(s))")
     return 0
 
 
@@ -104,10 +112,14 @@ def _cmd_doctor(_args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-        command = {"run": _cmd_run, "validate": _cmd_validate, "models": _cmd_models,
-                   "doctor": _cmd_doctor}[args.command]
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        command = {"run": _cmd_run, "validate": _cmd_validate, "models": _cmd_models, "doctor": _cmd_doctor}[
+            args.command
+        ]
         return command(args)
     except StreamsegError as e:
         print(f"streamseg: error: {e}", file=sys.stderr)

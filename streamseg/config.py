@@ -26,9 +26,7 @@ class _Strict(BaseModel):
 class Timeouts(_Strict):
     open_s: float = Field(10.0, gt=0, description="give up opening a stream after this long")
     read_s: float = Field(5.0, gt=0, description="a blocked read fails after this long")
-    watchdog_s: float = Field(
-        5.0, gt=0, description="no new frame for this long marks the stream down and reconnects"
-    )
+    watchdog_s: float = Field(5.0, gt=0, description="no new frame for this long marks the stream down and reconnects")
 
 
 class Reconnect(_Strict):
@@ -77,6 +75,7 @@ class SourceConfig(_Strict):
 
 
 BackendName = Literal["onnxruntime", "tensorrt", "torch"]
+_DEFAULT_ORDER: tuple[BackendName, ...] = ("tensorrt", "torch", "onnxruntime")
 
 
 class ModelConfig(_Strict):
@@ -85,7 +84,7 @@ class ModelConfig(_Strict):
         "auto", description="engine to run the model; auto takes the first available of `prefer`"
     )
     prefer: list[BackendName] = Field(
-        default_factory=lambda: ["tensorrt", "torch", "onnxruntime"],
+        default_factory=lambda: list(_DEFAULT_ORDER),
         description="order tried by backend: auto",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
@@ -94,14 +93,14 @@ class ModelConfig(_Strict):
 
 class BatchConfig(_Strict):
     max_batch: int = Field(4, ge=1, le=64, description="frames per engine call, across streams")
-    max_wait_ms: float = Field(
-        10.0, ge=0, description="longest a frame waits for its batch to fill"
-    )
+    max_wait_ms: float = Field(10.0, ge=0, description="longest a frame waits for its batch to fill")
 
 
 class PostprocessConfig(_Strict):
     smoothing: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="exponential smoothing of the class-area metric: weight of the previous value",
     )
 
@@ -170,13 +169,19 @@ class PipelineConfig(_Strict):
     outputs: list[Output] = Field(default_factory=list, description="where results go")
     http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and live view server")
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> PipelineConfig:
-        seen: set[str] = set()
-        for s in self.sources:
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        # A field validator, not a model one, so the error points at `sources`, not at line 1.
+        seen: dict[str, int] = {}
+        for i, s in enumerate(sources):
             if s.name in seen:
-                raise ValueError(f"duplicate stream name '{s.name}'")
-            seen.add(s.name)
+                raise ValueError(f"duplicate stream name '{s.name}' (sources {seen[s.name]} and {i})")
+            seen[s.name] = i
+        return sources
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineConfig:
         names = {s.name for s in self.sources}
         for o in self.outputs:
             if isinstance(o, VideoOutput) and o.streams:
@@ -212,13 +217,13 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            where = f"{file}:{key_node.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))}"
+            where = f"{file}:{key_node.start_mark.line + 1}: {'.'.join(map(str, (*path, key)))}"
             if key in out:
                 raise ConfigError(f"{where}: duplicate key")
-            out[key] = _to_python(value_node, path + (key,), lines, file)
+            out[key] = _to_python(value_node, (*path, key), lines, file)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, path + (i,), lines, file) for i, v in enumerate(node.value)]
+        return [_to_python(v, (*path, i), lines, file) for i, v in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     if isinstance(value, str) and "${" in value:
@@ -266,11 +271,7 @@ def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
         err = e.errors()[0]
         loc = tuple(err["loc"])
         # pydantic puts the discriminator value in the location of union members; drop it.
-        clean = tuple(
-            p
-            for i, p in enumerate(loc)
-            if not (p in _OUTPUT_TAGS and i > 0 and isinstance(loc[i - 1], int))
-        )
+        clean = tuple(p for i, p in enumerate(loc) if not (p in _OUTPUT_TAGS and i > 0 and isinstance(loc[i - 1], int)))
         key = ".".join(str(p) for p in clean) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -50,8 +50,6 @@ class MissingDependencyError(StreamsegError):
     """An optional dependency is missing; the message names the extra to install."""
 
     def __init__(self, module: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the Python module '{module}': pip install 'streamseg[{extra}]'"
-        )
+        super().__init__(f"{purpose} needs the Python module '{module}': pip install 'streamseg[{extra}]'")
         self.module = module
         self.extra = extra

@@ -26,8 +26,7 @@ class Frame:
         img = self.image
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(
-                f"Frame {self.stream}#{self.index}: expected uint8 (H, W, 3) BGR, "
-                f"got {img.dtype} {img.shape}"
+                f"Frame {self.stream}#{self.index}: expected uint8 (H, W, 3) BGR, got {img.dtype} {img.shape}"
             )
 
 

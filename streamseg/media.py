@@ -51,8 +51,9 @@ class StreamInfo:
 class VideoInput:
     """An opened input: ``info`` and ``frames()`` yielding (BGR image, pts seconds)."""
 
-    def __init__(self, target: str, options: dict[str, str] | None = None,
-                 timeout: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self, target: str, options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None
+    ) -> None:
         av = _av()
         self._lock = threading.Lock()
         self._container = av.open(target, mode="r", options=options or {}, timeout=timeout)
@@ -87,8 +88,9 @@ class VideoInput:
 class VideoEncoder:
     """H.264 in MP4 through libx264; ``close`` flushes the encoder and finalizes the file."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 23,
-                 preset: str = "ultrafast") -> None:
+    def __init__(
+        self, path: Path, width: int, height: int, fps: float, crf: int = 23, preset: str = "ultrafast"
+    ) -> None:
         av = _av()
         # yuv420p needs even sizes; the last odd row/column is dropped rather than padded.
         self.width, self.height = width - width % 2, height - height % 2
@@ -108,7 +110,7 @@ class VideoEncoder:
         if image.shape[1] != self.width or image.shape[0] != self.height:
             image = image[: self.height, : self.width]
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        pts = max(int(round(pts_seconds * 1000)), self._last_pts + 1)  # strictly increasing
+        pts = max(round(pts_seconds * 1000), self._last_pts + 1)  # strictly increasing
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts
         for packet in self._stream.encode(frame):

@@ -20,34 +20,49 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.frames_processed = Counter(
-            "streamseg_frames_processed", "Frames that went through the model and all outputs",
-            ["stream"], registry=r)
+            "streamseg_frames_processed", "Frames that went through the model and all outputs", ["stream"], registry=r
+        )
         self.frames_dropped = Counter(
-            "streamseg_frames_dropped", "Frames read but not processed, by reason",
-            ["stream", "reason"], registry=r)
+            "streamseg_frames_dropped", "Frames read but not processed, by reason", ["stream", "reason"], registry=r
+        )
         self.class_area = Gauge(
-            "streamseg_class_area_ratio", "Fraction of the latest frame's pixels in each class "
-            "(smoothed when postprocess.smoothing > 0)", ["stream", "class"], registry=r)
+            "streamseg_class_area_ratio",
+            "Fraction of the latest frame's pixels in each class (smoothed when postprocess.smoothing > 0)",
+            ["stream", "class"],
+            registry=r,
+        )
         self.stream_up = Gauge(
-            "streamseg_stream_up", "1 while the stream delivers frames, else 0", ["stream"], registry=r)
+            "streamseg_stream_up", "1 while the stream delivers frames, else 0", ["stream"], registry=r
+        )
         self.reconnects = Counter(
-            "streamseg_stream_reconnects", "Reconnection attempts after a stream went down",
-            ["stream"], registry=r)
+            "streamseg_stream_reconnects", "Reconnection attempts after a stream went down", ["stream"], registry=r
+        )
         self.source_fps = Gauge(
-            "streamseg_stream_source_fps", "Nominal frame rate of the source (0 when unknown)",
-            ["stream"], registry=r)
+            "streamseg_stream_source_fps", "Nominal frame rate of the source (0 when unknown)", ["stream"], registry=r
+        )
         self.stage_seconds = Histogram(
-            "streamseg_stage_seconds", "Time spent in each stage per frame or batch", ["stage"],
-            buckets=_STAGE_BUCKETS, registry=r)
+            "streamseg_stage_seconds",
+            "Time spent in each stage per frame or batch",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "streamseg_batch_size", "Frames per engine call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
-            registry=r)
+            "streamseg_batch_size", "Frames per engine call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64), registry=r
+        )
         self.frame_latency = Histogram(
-            "streamseg_frame_latency_seconds", "Capture to all outputs written", ["stream"],
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "streamseg_frame_latency_seconds",
+            "Capture to all outputs written",
+            ["stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.build_info = Gauge(
-            "streamseg_build_info", "Version, backend and model of this pipeline (value 1)",
-            ["version", "backend", "model"], registry=r)
+            "streamseg_build_info",
+            "Version, backend and model of this pipeline (value 1)",
+            ["version", "backend", "model"],
+            registry=r,
+        )
         # Create stage children up front so dashboards see every stage from the first scrape.
         for stage in STAGES:
             self.stage_seconds.labels(stage)

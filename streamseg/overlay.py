@@ -36,9 +36,7 @@ def make_palette(
     """Build a palette; ``transparent=None`` leaves classes named like 'background' unpainted."""
     if len(names) != len(colors_rgb):
         raise ValueError(f"make_palette: {len(names)} names but {len(colors_rgb)} colors")
-    see_through = (
-        {n for n in names if n.lower() in BACKGROUND_NAMES} if transparent is None else set(transparent)
-    )
+    see_through = {n for n in names if n.lower() in BACKGROUND_NAMES} if transparent is None else set(transparent)
     unknown = see_through - set(names)
     if unknown:
         raise ValueError(f"transparent names unknown classes: {', '.join(sorted(unknown))}")
@@ -73,8 +71,9 @@ class Scratch:
         return buf
 
 
-def colorize(class_map: np.ndarray, palette: Palette, width: int, height: int,
-             scratch: Scratch | None = None) -> tuple[np.ndarray, np.ndarray]:
+def colorize(
+    class_map: np.ndarray, palette: Palette, width: int, height: int, scratch: Scratch | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Class map -> (BGR color image, painted mask) at (height, width), nearest-neighbour upscaled.
 
     Both results live in ``scratch`` when given: use them before the next call.
@@ -90,8 +89,9 @@ def colorize(class_map: np.ndarray, palette: Palette, width: int, height: int,
     return color, mask
 
 
-def blend(image: np.ndarray, class_map: np.ndarray, palette: Palette, alpha: float,
-          scratch: Scratch | None = None) -> np.ndarray:
+def blend(
+    image: np.ndarray, class_map: np.ndarray, palette: Palette, alpha: float, scratch: Scratch | None = None
+) -> np.ndarray:
     """Alpha-blend class colors over painted pixels. Writes into ``image`` and returns it."""
     scratch = scratch or Scratch()
     h, w = image.shape[:2]
@@ -120,14 +120,29 @@ def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, 
         y = y0 + pad + r * line
         cv2.rectangle(image, (x0 + pad, y), (x0 + pad + line - pad, y + line - pad), palette.colors_bgr[i], -1)
         label = palette.names[i] if ratios is None else f"{palette.names[i]} {100 * ratios[i]:.1f}%"
-        cv2.putText(image, label, (x0 + 2 * pad + line, y + line - pad - 2), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45 * scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            label,
+            (x0 + 2 * pad + line, y + line - pad - 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45 * scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return image
 
 
-def render(image: np.ndarray, class_map: np.ndarray, palette: Palette, mode: str, alpha: float,
-           ratios: np.ndarray | None = None, legend: bool = True,
-           scratch: Scratch | None = None) -> np.ndarray:
+def render(
+    image: np.ndarray,
+    class_map: np.ndarray,
+    palette: Palette,
+    mode: str,
+    alpha: float,
+    ratios: np.ndarray | None = None,
+    legend: bool = True,
+    scratch: Scratch | None = None,
+) -> np.ndarray:
     """The overlay for one frame in mode 'blend', 'mask' or 'side-by-side'.
 
     'blend' writes into ``image``; 'mask' returns a scratch buffer; 'side-by-side' returns a new

@@ -48,8 +48,15 @@ class RunSummary:
 class StreamWorker:
     """Overlay and outputs for one stream, in frame order, on its own thread."""
 
-    def __init__(self, name: str, sinks: list[Sink], palette: Palette, cfg: PipelineConfig,
-                 metrics: Metrics, on_error: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        sinks: list[Sink],
+        palette: Palette,
+        cfg: PipelineConfig,
+        metrics: Metrics,
+        on_error: threading.Event,
+    ) -> None:
         self.name = name
         self.sinks = sinks
         self.palette = palette
@@ -91,8 +98,16 @@ class StreamWorker:
             image = None
             if wants_overlay:
                 start = time.perf_counter()
-                image = render(result.frame.image, result.class_map, self.palette, ov.mode, ov.alpha,
-                               result.area_ratio, ov.legend, self._scratch)
+                image = render(
+                    result.frame.image,
+                    result.class_map,
+                    self.palette,
+                    ov.mode,
+                    ov.alpha,
+                    result.area_ratio,
+                    ov.legend,
+                    self._scratch,
+                )
                 self._overlay_hist.observe(time.perf_counter() - start)
             for i, sink in enumerate(self.sinks):
                 if not sink.wants_raw and i not in self._disabled:
@@ -105,8 +120,7 @@ class StreamWorker:
 class Pipeline:
     """Build with a validated config; ``run()`` blocks until the sources end or ``stop()``."""
 
-    def __init__(self, cfg: PipelineConfig, max_frames: int | None = None,
-                 duration: float | None = None) -> None:
+    def __init__(self, cfg: PipelineConfig, max_frames: int | None = None, duration: float | None = None) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
         self.duration = duration
@@ -130,8 +144,14 @@ class Pipeline:
         started = time.monotonic()
 
         # start-up: backend first (a bad model fails before any stream is opened)
-        backend = select_backend(cfg.model.backend, list(cfg.model.prefer), self.model,
-                                 cfg.model.device, cfg.model.threads, cfg.batch.max_batch)
+        backend = select_backend(
+            cfg.model.backend,
+            list(cfg.model.prefer),
+            self.model,
+            cfg.model.device,
+            cfg.model.threads,
+            cfg.batch.max_batch,
+        )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
             m.build_info.labels(__version__, backend.name, c.name).set(1)
@@ -145,12 +165,12 @@ class Pipeline:
             hub = LiveHub([s.name for s in sources]) if cfg.http.enabled else None
             sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
             output_failed = threading.Event()
-            workers = {s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed)
-                       for s in sources}
+            workers = {s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed) for s in sources}
             try:
                 if hub is not None:
-                    self.http = HttpServer(cfg.http.host, cfg.http.port, cfg.name, hub,
-                                           m.exposition, lambda: self._health(sources))
+                    self.http = HttpServer(
+                        cfg.http.host, cfg.http.port, cfg.name, hub, m.exposition, lambda: self._health(sources)
+                    )
                     self.http.start()
                     log.info("live view: %s  metrics: %smetrics", self.http.url, self.http.url)
                 for w in workers.values():
@@ -176,8 +196,9 @@ class Pipeline:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _loop(self, backend: Backend, batcher: Batcher, sources: list[Source],
-              workers: dict[str, StreamWorker]) -> None:
+    def _loop(
+        self, backend: Backend, batcher: Batcher, sources: list[Source], workers: dict[str, StreamWorker]
+    ) -> None:
         cfg, c, m = self.cfg, self.model.contract, self.metrics
         smoother = Smoother(cfg.postprocess.smoothing)
         h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
@@ -221,15 +242,19 @@ class Pipeline:
                 workers[r.frame.stream].queue.put(r)
 
     def _health(self, sources: list[Source]) -> tuple[bool, dict[str, object]]:
-        streams = {s.name: ("up" if s.up else "failed" if s.error else "finished" if s.finished.is_set()
-                            else "down") for s in sources}
-        ok = self.ready.is_set() and not self.stop_event.is_set() and any(
-            v in ("up", "finished") for v in streams.values())
+        streams = {
+            s.name: ("up" if s.up else "failed" if s.error else "finished" if s.finished.is_set() else "down")
+            for s in sources
+        }
+        ok = (
+            self.ready.is_set()
+            and not self.stop_event.is_set()
+            and any(v in ("up", "finished") for v in streams.values())
+        )
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
 
 
-def run_pipeline(cfg: PipelineConfig, max_frames: int | None = None,
-                 duration: float | None = None) -> RunSummary:
+def run_pipeline(cfg: PipelineConfig, max_frames: int | None = None, duration: float | None = None) -> RunSummary:
     """Build and run a pipeline in the calling thread (the CLI's entry point)."""
     return Pipeline(cfg, max_frames, duration).run()
 

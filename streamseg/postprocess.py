@@ -16,26 +16,25 @@ def to_class_maps(output: np.ndarray, contract: ModelContract) -> np.ndarray:
     """
     kind = contract.output.kind
     if kind == "class_map":
-        maps = output[:, 0] if output.ndim == 4 else output
+        maps: np.ndarray = output[:, 0] if output.ndim == 4 else output
         if maps.dtype != np.uint8:
             if maps.size and (maps.min() < 0 or maps.max() >= contract.num_classes):
+                bad = int(maps.min()) if maps.min() < 0 else int(maps.max())
                 raise BackendError(
-                    f"model '{contract.name}' produced class index {int(maps.max())} but has "
-                    f"{contract.num_classes} classes"
+                    f"model '{contract.name}' produced class index {bad} but has {contract.num_classes} classes"
                 )
             maps = maps.astype(np.uint8)
         return maps
     axis = 1 if contract.input.layout == "NCHW" else 3
-    return np.argmax(output, axis=axis).astype(np.uint8)
+    labels: np.ndarray = np.argmax(output, axis=axis).astype(np.uint8)
+    return labels
 
 
 def area_ratios(class_map: np.ndarray, num_classes: int) -> np.ndarray:
     """Fraction of the class map's pixels in each class (exact counts; sums to 1)."""
     counts = np.bincount(class_map.ravel(), minlength=num_classes)
     if counts.shape[0] > num_classes:
-        raise BackendError(
-            f"class map holds class index {counts.shape[0] - 1} but the model has {num_classes} classes"
-        )
+        raise BackendError(f"class map holds class index {counts.shape[0] - 1} but the model has {num_classes} classes")
     return counts / class_map.size
 
 

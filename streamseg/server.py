@@ -44,9 +44,7 @@ class LiveHub:
 
     def wait_next(self, stream: str, after: int, timeout: float) -> tuple[int, bytes] | None:
         with self._cond:
-            self._cond.wait_for(
-                lambda: self.closed or self._latest.get(stream, (0, b""))[0] > after, timeout
-            )
+            self._cond.wait_for(lambda: self.closed or self._latest.get(stream, (0, b""))[0] > after, timeout)
             item = self._latest.get(stream)
             return item if item and item[0] > after else None
 
@@ -85,8 +83,15 @@ for (const img of document.querySelectorAll("img")) {{
 class HttpServer:
     """Serves the hub, metrics and health in daemon threads; ``stop`` shuts it down."""
 
-    def __init__(self, host: str, port: int, title: str, hub: LiveHub,
-                 metrics: Callable[[], bytes], health: Callable[[], tuple[bool, dict[str, object]]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        title: str,
+        hub: LiveHub,
+        metrics: Callable[[], bytes],
+        health: Callable[[], tuple[bool, dict[str, object]]],
+    ) -> None:
         self.hub = hub
         server = self
 
@@ -104,7 +109,7 @@ class HttpServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 if path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", index_page(title, hub.streams))
@@ -147,7 +152,8 @@ class HttpServer:
                         seq, jpeg = item
                         self.wfile.write(
                             f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                            + jpeg + b"\r\n"
+                            + jpeg
+                            + b"\r\n"
                         )
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class FrameQueue:
     """Bounded FIFO between one reader and the batcher; ``notify`` wakes the batcher on put."""
 
-    def __init__(self, maxsize: int, drop_oldest: bool, notify: Callable[[], None],
-                 on_drop: Callable[[], None]) -> None:
+    def __init__(
+        self, maxsize: int, drop_oldest: bool, notify: Callable[[], None], on_drop: Callable[[], None]
+    ) -> None:
         self.maxsize = maxsize
         self.drop_oldest = drop_oldest
         self._items: collections.deque[Frame] = collections.deque()
@@ -84,8 +85,7 @@ class Reader(Protocol):
 
 
 class _AvReader:
-    def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None,
-                 loop: bool) -> None:
+    def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool) -> None:
         self._input = VideoInput(target, options, timeout)
         self.fps = self._input.info.fps
         self._loop = loop
@@ -112,7 +112,8 @@ class _CameraReader:
 
     def __init__(self, target: str, open_s: float, read_s: float) -> None:
         index: int | str = int(target) if target.isdigit() else target
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_s * 1000)]
+        ms = [int(open_s * 1000), int(read_s * 1000)]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms[1]]
         self._cap = cv2.VideoCapture(index, cv2.CAP_ANY, params)
         if not self._cap.isOpened():
             raise SourceError(f"{target}: cannot open camera")
@@ -137,12 +138,12 @@ class _SyntheticReader:
         try:
             self.width = int(uri.param("width", "640") or 640)
             self.height = int(uri.param("height", "360") or 360)
-            self.fps = float(uri.param("fps", "25") or 25)
+            self.fps: float | None = float(uri.param("fps", "25") or 25)
             frames = uri.param("frames")
             self.count = int(frames) if frames else None
         except ValueError as e:
             raise SourceError(f"synthetic source: bad parameter: {e}") from None
-        if self.width < 16 or self.height < 16 or self.fps <= 0:
+        if self.width < 16 or self.height < 16 or not self.fps or self.fps <= 0:
             raise SourceError("synthetic source: width and height must be >= 16 and fps > 0")
         ramp = np.linspace(40, 200, self.width, dtype=np.float32)
         self._base = np.repeat(np.repeat(ramp[None, :, None], self.height, 0), 3, 2).astype(np.uint8)
@@ -150,7 +151,7 @@ class _SyntheticReader:
     def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
         i = 0
         while self.count is None or i < self.count:
-            yield synthetic_frame(self._base, i), i / self.fps
+            yield synthetic_frame(self._base, i), i / (self.fps or 25.0)
             i += 1
 
     def close(self) -> None:
@@ -168,16 +169,21 @@ def synthetic_frame(base: np.ndarray, i: int) -> np.ndarray:
 class Source:
     """One stream: a reader thread, its queue, its up/down state and its counters."""
 
-    def __init__(self, cfg: SourceConfig, metrics: Metrics, notify: Callable[[], None],
-                 max_frames: int | None = None) -> None:
+    def __init__(
+        self, cfg: SourceConfig, metrics: Metrics, notify: Callable[[], None], max_frames: int | None = None
+    ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.uri = parse_source_uri(cfg.uri)
         self.live = cfg.live
         self.metrics = metrics
         self.max_frames = max_frames
-        self.queue = FrameQueue(cfg.queue_size, drop_oldest=self.live, notify=notify,
-                                on_drop=lambda: metrics.frames_dropped.labels(self.name, "queue_full").inc())
+        self.queue = FrameQueue(
+            cfg.queue_size,
+            drop_oldest=self.live,
+            notify=notify,
+            on_drop=lambda: metrics.frames_dropped.labels(self.name, "queue_full").inc(),
+        )
         self.fps: float | None = None
         self.finished = threading.Event()  # no more frames will come
         self.error: str | None = None  # set when the stream failed for good
@@ -320,7 +326,7 @@ class Source:
                     self.metrics.frames_dropped.labels(self.name, "fps_cap").inc()
                     continue
                 next_pts = max(next_pts + min_gap, pts)
-            if self.cfg.realtime and not self.live:
+            if self.cfg.realtime and self.uri.kind in ("file", "synthetic"):  # a live synthetic stream paces too
                 wait = started + pts - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return got
@@ -328,4 +334,3 @@ class Source:
             if not self.queue.put(frame, self._stop):
                 return got
         return got
-

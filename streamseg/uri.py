@@ -22,14 +22,21 @@ class SchemeInfo:
 
 
 SCHEMES: dict[str, SchemeInfo] = {
-    "rtsp": SchemeInfo("rtsp", "rtsp://user:${CAM_PASSWORD}@10.0.0.5:554/stream1",
-                       "RTSP over TCP, with open/read timeouts, watchdog and reconnect"),
+    "rtsp": SchemeInfo(
+        "rtsp",
+        "rtsp://user:${CAM_PASSWORD}@10.0.0.5:554/stream1",
+        "RTSP over TCP, with open/read timeouts, watchdog and reconnect",
+    ),
     "rtsps": SchemeInfo("rtsp", "rtsps://camera.local/stream", "RTSP over TLS"),
-    "file": SchemeInfo("file", "file:///videos/clip.mp4 or samples/clip.mp4",
-                       "a video file (optional loop and real-time pacing)"),
+    "file": SchemeInfo(
+        "file", "file:///videos/clip.mp4 or samples/clip.mp4", "a video file (optional loop and real-time pacing)"
+    ),
     "v4l2": SchemeInfo("camera", "v4l2:///dev/video0, /dev/video0 or 0", "a local camera"),
-    "synthetic": SchemeInfo("synthetic", "synthetic://?width=640&height=360&fps=25&frames=100",
-                            "a deterministic moving pattern for tests and benchmarks"),
+    "synthetic": SchemeInfo(
+        "synthetic",
+        "synthetic://?width=640&height=360&fps=25&frames=100",
+        "a deterministic moving pattern for tests and benchmarks",
+    ),
 }
 
 
@@ -78,13 +85,13 @@ def redact(uri: str) -> str:
     """Return the URI with any password replaced by '***' (user names stay: they help debugging)."""
     try:
         parts = urlsplit(uri)
+        password = parts.password
     except ValueError:
         return "<unparseable URI>"
-    if parts.password is None:
+    if password is None:
         return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # host[:port] exactly as written: parts.port raises on a bad port, parts.hostname drops IPv6 brackets.
+    host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 

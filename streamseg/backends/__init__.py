@@ -27,8 +27,9 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-def select_backend(choice: str, prefer: list[str], model: LoadedModel, device: str = "auto",
-                   threads: int = 0, max_batch: int = 1) -> Backend:
+def select_backend(
+    choice: str, prefer: list[str], model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1
+) -> Backend:
     """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``."""
     names = [choice] if choice != "auto" else list(prefer)
     reasons: list[str] = []

@@ -62,8 +62,9 @@ class Backend(abc.ABC):
         self.warmup()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._loaded = False
         self._close()
 
@@ -80,9 +81,7 @@ class Backend(abc.ABC):
             raise BackendError(f"{self.name}: infer() called outside 'with backend:'")
         want = expected_input_shape(self.contract, batch.shape[0] if batch.ndim else None)
         if batch.shape != want or batch.dtype != np.float32:
-            raise BackendError(
-                f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}"
-            )
+            raise BackendError(f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}")
         if batch.shape[0] > self.max_batch:
             raise BackendError(f"{self.name}: batch of {batch.shape[0]} exceeds max_batch {self.max_batch}")
         start = time.perf_counter()

@@ -64,8 +64,9 @@ class OnnxRuntimeBackend(Backend):
 
         def info(args: list[Any]) -> list[TensorInfo]:
             return [
-                TensorInfo(a.name, tuple(d if isinstance(d, int) else None for d in a.shape),
-                           _ORT_TYPES.get(a.type, a.type))
+                TensorInfo(
+                    a.name, tuple(d if isinstance(d, int) else None for d in a.shape), _ORT_TYPES.get(a.type, a.type)
+                )
                 for a in args
             ]
 

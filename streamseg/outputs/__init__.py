@@ -10,8 +10,13 @@ from ..server import LiveHub
 from .base import Sink
 
 
-def build_sinks(outputs: list[Output], class_names: list[str], fps_of: Callable[[str], float | None],
-                metrics: Metrics, hub: LiveHub | None) -> list[Sink]:
+def build_sinks(
+    outputs: list[Output],
+    class_names: list[str],
+    fps_of: Callable[[str], float | None],
+    metrics: Metrics,
+    hub: LiveHub | None,
+) -> list[Sink]:
     """One sink per configured output; a sink that cannot open raises OutputError."""
     from .display import DisplaySink
     from .jsonl import JsonlSink

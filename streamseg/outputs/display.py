@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -40,10 +41,8 @@ class DisplaySink(Sink):
     def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
         if overlay is None:
             return
-        try:
+        with contextlib.suppress(queue.Full):  # a slow screen must not slow the pipeline
             self._queue.put_nowait((result.frame.stream, overlay.copy()))
-        except queue.Full:
-            pass  # a slow screen must not slow the pipeline
 
     def _show(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -34,7 +34,7 @@ class JsonlSink(Sink):
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: TextIO | None = open(self.path, "w", encoding="utf-8", buffering=1)
+            self._file: TextIO | None = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
         except OSError as e:
             raise OutputError(f"jsonl output {self.path}: cannot open: {e.strerror}") from None
 

@@ -39,7 +39,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _server_env() -> dict[str, str]:
@@ -112,8 +113,8 @@ class RtspServer:
         if self.user is not None:
             command += ["--user", self.user, "--password", str(self.password)]
         # stderr goes to a file, not a pipe: nobody reads it while tests run, and a full pipe
-        # would stall the server.
-        self._stderr = tempfile.TemporaryFile()
+        # would stall the server. It stays open until stop(), hence no context manager.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

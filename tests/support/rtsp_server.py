@@ -17,14 +17,14 @@ pace, and pushes them into a live ``appsrc`` inside the media:
 
     producer: filesrc ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! appsink
     media:    appsrc is-live=true do-timestamp=true ! videoconvert
-              ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=<1 s of frames>
+              ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=<1 s> threads=1
               ! rtph264pay name=pay0 pt=96 config-interval=-1
 
-The media therefore looks like a camera: not seekable, timestamps from its own clock (so
-they only increase, also across the loop seam), a keyframe with SPS/PPS at least every
-second for clients joining a shared media, and a fresh encoder (keyframe first) for the
-first client. ``--loop`` restarts the producer with non-flushing segment seeks. Without
-``--loop`` the media ends (RTCP BYE) at the end of the file.
+The media therefore looks like a camera: not seekable; timestamps from its own clock, which
+only increase (also across the loop seam) and stay steady when the CPU is busy; a keyframe
+with SPS/PPS at least every second for clients joining a shared media; and a fresh encoder
+(keyframe first) for the first client. ``--loop`` restarts the producer with non-flushing
+segment seeks. Without ``--loop`` the media ends (RTCP BYE) at the end of the file.
 
 Only the standard library and gi are used. ``--check`` reports whether every needed
 GStreamer element is installed and exits 0 or 1 (used by tests/support/rtsp.py).
@@ -68,7 +68,10 @@ PRODUCER_LAUNCH = (
 )
 
 # The appsrc queue is small and leaky so a media blocked before PLAY never backs up the
-# producer; it just drops the oldest frames, as a camera would.
+# producer; it just drops the oldest frames, as a camera would. threads=1 keeps one slice
+# per frame: with zerolatency's sliced threads, rtph264pay (config-interval=-1) puts SPS/PPS
+# before every IDR slice, and FFmpeg then decodes each keyframe as two frames with one PTS.
+# key-int-max is overwritten per mount with one second's worth of frames.
 MEDIA_LAUNCH = (
     "( appsrc name=src is-live=true format=time do-timestamp=true"
     " max-buffers=5 leaky-type=downstream"
@@ -79,7 +82,9 @@ MEDIA_LAUNCH = (
 
 
 def log(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    # One write per line: several threads log, and print() writes the newline separately.
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -151,6 +156,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 class Producer:
     """Decodes one file at real-time pace and hands each raw frame to a callback.
+
+    ``on_frame(buffer, due)`` gets the decoded buffer and ``due``, the time.monotonic() at
+    which the frame should have been shown (None if the file has no usable timestamp).
 
     Looping uses segment seeks: a SEGMENT seek makes the demuxer post SEGMENT_DONE instead of
     EOS, and a non-flushing SEGMENT seek back to 0 answers it, so the file restarts without
@@ -245,10 +253,12 @@ class Producer:
             now = time.monotonic()
             if self._t0 is None:
                 self._t0 = now - position_s
-            delay = self._t0 + self._loop_offset + position_s - now
-            if delay > 0 and self._stopping.wait(delay):
+            due = self._t0 + self._loop_offset + position_s
+            if due > now and self._stopping.wait(due - now):
                 return Gst.FlowReturn.FLUSHING
-        self._on_frame(buffer)
+            self._on_frame(buffer, due)
+        else:
+            self._on_frame(buffer, None)
         return Gst.FlowReturn.OK
 
     def _on_message(self, _bus, message) -> None:
@@ -288,15 +298,25 @@ class Mount:
         appsrc = bin_.get_by_name("src")
         appsrc.set_property("caps", self.caps)
 
-        def on_frame(buffer) -> None:
-            # Drop the file's timestamps: the live appsrc stamps each frame with the media's
-            # own running time (do-timestamp), which only increases, also across loops.
+        def on_frame(buffer, due: float | None) -> None:
+            # Replace the file's timestamps (which restart every loop) by the media's running
+            # time at the frame's due time: these only increase, and a busy CPU that delays
+            # the push does not jitter them. Without a clock yet (media not playing) or a
+            # due time, appsrc's do-timestamp stamps the frame on arrival instead.
             buffer = buffer.copy()
-            buffer.pts = Gst.CLOCK_TIME_NONE
-            buffer.dts = Gst.CLOCK_TIME_NONE
+            pts = Gst.CLOCK_TIME_NONE
+            clock = appsrc.get_clock()
+            if clock is not None and due is not None:
+                running = clock.get_time() - appsrc.get_base_time()
+                late = max(0, int((time.monotonic() - due) * Gst.SECOND))
+                pts = max(0, running - late)
+            buffer.pts = pts
+            buffer.dts = pts
             appsrc.emit("push-buffer", buffer)
 
-        producer = Producer(Gst, self.path, self.loop, on_frame, lambda: appsrc.emit("end-of-stream"))
+        producer = Producer(
+            Gst, self.path, self.loop, on_frame, lambda: appsrc.emit("end-of-stream")
+        )
         self.producers.add(producer)
 
         def unprepared(_media) -> None:
