@@ -287,4 +287,5 @@ _OUTPUT_TAGS = {"video", "jsonl", "live", "snapshot", "display"}
 
 def _redact_msg(msg: str) -> str:
     # pydantic echoes input values into some messages; a URL there may carry a password.
-    return re.sub(r"([a-z][a-z0-9+.-]*://)[^\s'\"@/]*:[^\s'\"@/]*@", r"\1***@", msg)
+    msg = msg.removeprefix("Value error, ")
+    return re.sub(r"([a-z][a-z0-9+.-]*://)([^\s'\"@/:]*):(?!\*\*\*@)[^\s'\"@/]*@", r"\1\2:***@", msg)

@@ -212,9 +212,7 @@ class RtspServer:
                     chunk = os.read(proc.stdout.fileno(), 4096)
                     if not chunk:  # stdout closed: the server exited
                         proc.wait()
-                        raise RtspServerError(
-                            self._failure(f"exited with status {proc.returncode}")
-                        )
+                        raise RtspServerError(self._failure(f"exited with status {proc.returncode}"))
                     buffered += chunk
         line = buffered.split(b"\n", 1)[0].decode(errors="replace").strip()
         word, _, port = line.partition(" ")

@@ -15,7 +15,7 @@ looping a file inside it fragile. Instead, each time a mount's media is built (f
 after none), a *producer* pipeline starts decoding the file, releases frames at real-time
 pace, and pushes them into a live ``appsrc`` inside the media:
 
-    producer: filesrc ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! appsink
+    producer: filesrc ! qtdemux ! avdec_h264 ! videoconvert ! appsink
     media:    appsrc is-live=true do-timestamp=true ! videoconvert
               ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=<1 s> threads=1
               ! rtph264pay name=pay0 pt=96 config-interval=-1
@@ -55,7 +55,6 @@ REQUIRED_ELEMENTS = {
     "qtdemux": "gstreamer1.0-plugins-good",
     "rtph264pay": "gstreamer1.0-plugins-good",
     "rtpbin": "gstreamer1.0-plugins-good",
-    "h264parse": "gstreamer1.0-plugins-bad",
     "avdec_h264": "gstreamer1.0-libav",
     "x264enc": "gstreamer1.0-plugins-ugly",
 }
@@ -63,7 +62,7 @@ REQUIRED_ELEMENTS = {
 # Decode deterministically with avdec_h264 rather than decodebin, which could pick a
 # hardware decoder (nvcodec, vaapi) on some machines and behave differently there.
 PRODUCER_LAUNCH = (
-    "filesrc name=file ! qtdemux ! h264parse ! avdec_h264 ! videoconvert"
+    "filesrc name=file ! qtdemux ! avdec_h264 ! videoconvert"
     " ! video/x-raw,format=I420 ! appsink name=sink sync=false emit-signals=true"
 )
 
@@ -102,8 +101,7 @@ def import_gi():
         from gi.repository import GLib, Gst, GstRtspServer
     except (ImportError, ValueError) as exc:
         raise RuntimeError(
-            f"cannot import GStreamer bindings ({exc}); "
-            "apt-get install python3-gi gir1.2-gst-rtsp-server-1.0"
+            f"cannot import GStreamer bindings ({exc}); apt-get install python3-gi gir1.2-gst-rtsp-server-1.0"
         ) from exc
     Gst.init(None)
     return GLib, Gst, GstRtspServer
@@ -130,9 +128,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loop", action="store_true", help="repeat each file forever")
     parser.add_argument("--user", help="require RTSP basic auth with this user name")
     parser.add_argument("--password", help="password for --user")
-    parser.add_argument(
-        "--check", action="store_true", help="only check that GStreamer is usable, then exit"
-    )
+    parser.add_argument("--check", action="store_true", help="only check that GStreamer is usable, then exit")
     args = parser.parse_args(argv)
     if args.check:
         return args
@@ -228,9 +224,7 @@ class Producer:
 
     def _seek(self, flags) -> None:
         Gst = self._Gst
-        ok = self.pipeline.seek(
-            1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1
-        )
+        ok = self.pipeline.seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
         if not ok:
             log("warning: loop seek refused by the pipeline; the stream will end")
 
@@ -247,9 +241,7 @@ class Producer:
                 self._loop_offset += self._last_end
             self._last_pos = position_s
             duration = buffer.duration
-            self._last_end = position_s + (
-                duration / Gst.SECOND if duration != Gst.CLOCK_TIME_NONE else 0.0
-            )
+            self._last_end = position_s + (duration / Gst.SECOND if duration != Gst.CLOCK_TIME_NONE else 0.0)
             now = time.monotonic()
             if self._t0 is None:
                 self._t0 = now - position_s
@@ -314,9 +306,7 @@ class Mount:
             buffer.dts = pts
             appsrc.emit("push-buffer", buffer)
 
-        producer = Producer(
-            Gst, self.path, self.loop, on_frame, lambda: appsrc.emit("end-of-stream")
-        )
+        producer = Producer(Gst, self.path, self.loop, on_frame, lambda: appsrc.emit("end-of-stream"))
         self.producers.add(producer)
 
         def unprepared(_media) -> None:

@@ -1,0 +1,222 @@
+"""streamseg/config.py: every problem in a pipeline file is one line, ``file:line: key.path: message``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streamseg.config import VideoOutput, load_config, parse_config
+from streamseg.errors import ConfigError
+
+PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
+
+GOOD = """\
+sources:
+  - name: cam
+    uri: synthetic://
+model:
+  path: selfie_landscape
+"""
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = parse_config(GOOD, "p.yaml")
+    assert cfg.sources[0].name == "cam"
+    assert cfg.sources[0].kind == "synthetic"
+    assert (cfg.batch.max_batch, cfg.overlay.mode, cfg.outputs) == (4, "blend", [])
+    assert cfg.model.prefer == ["tensorrt", "torch", "onnxruntime"]
+
+
+# (name, text, line, key path, message fragment)
+BAD = [
+    ("unknown top-level key", GOOD + "bogus: 1\n", 6, "bogus", "unknown key"),
+    (
+        "unknown nested key",
+        "sources:\n  - name: a\n    uri: synthetic://\n    timeouts:\n      open_sec: 3\nmodel:\n  path: m\n",
+        5,
+        "sources.0.timeouts.open_sec",
+        "unknown key",
+    ),
+    ("missing model", "sources:\n  - name: a\n    uri: synthetic://\n", 1, "model", "required key is missing"),
+    ("missing name", "sources:\n  - uri: synthetic://\nmodel:\n  path: m\n", 2, "sources.0.name", "required key"),
+    ("no sources", "sources: []\nmodel:\n  path: m\n", 1, "sources", "at least 1 item"),
+    ("wrong type", GOOD + "batch:\n  max_batch: lots\n", 7, "batch.max_batch", "valid integer"),
+    ("out of range", GOOD + "batch:\n  max_batch: 0\n", 7, "batch.max_batch", "greater than or equal to 1"),
+    ("bad enum", GOOD + "overlay:\n  mode: sparkle\n", 7, "overlay.mode", "'blend', 'mask' or 'side-by-side'"),
+    ("bad stream name", GOOD.replace("name: cam", "name: 'a b'"), 2, "sources.0.name", "should match pattern"),
+    (
+        "duplicate stream names",
+        "sources:\n  - name: cam\n    uri: synthetic://\n  - name: cam\n    uri: synthetic://\nmodel:\n  path: m\n",
+        2,
+        "sources",
+        "duplicate stream name 'cam' (sources 0 and 1)",
+    ),
+    ("duplicate key", GOOD + "name: x\nname: y\n", 7, "name", "duplicate key"),
+    (
+        "unknown output type",
+        GOOD + "outputs:\n  - type: hologram\n",
+        7,
+        "outputs.0",
+        "'hologram' found using 'type' does not match",
+    ),
+    ("output without type", GOOD + "outputs:\n  - path: x.mp4\n", 7, "outputs.0", "discriminator 'type'"),
+    (
+        "output with unknown key",
+        GOOD + "outputs:\n  - type: video\n    pth: x.mp4\n",
+        8,
+        "outputs.0.pth",
+        "unknown key",
+    ),
+    ("output value", GOOD + "outputs:\n  - type: jsonl\n  - type: video\n    crf: 99\n", 9, "outputs.1.crf", "51"),
+    (
+        "video output names unknown stream",
+        GOOD + "outputs:\n  - type: video\n    streams: [nope]\n",
+        1,
+        "(top level)",
+        "unknown streams: nope",
+    ),
+    (
+        "live output without http",
+        GOOD + "outputs:\n  - type: live\nhttp:\n  enabled: false\n",
+        1,
+        "(top level)",
+        "needs http.enabled: true",
+    ),
+    ("unknown source scheme", GOOD.replace("synthetic://", "foo://x"), 3, "sources.0.uri", "unknown scheme 'foo'"),
+    ("unknown backend", GOOD + "  backend: tensorflow\n", 6, "model.backend", "'auto', 'onnxruntime'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "key", "fragment"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_names_file_line_and_key(text: str, line: int, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "pipes/p.yaml")
+    message = str(info.value)
+    assert message.startswith(f"pipes/p.yaml:{line}: {key}: "), message
+    assert fragment in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "p.yaml:1: the file is empty"),
+        ("# only a comment\n", "p.yaml:1: the file is empty"),
+        ("- a\n- b\n", "p.yaml:1: expected a mapping of settings at the top level"),
+        ("sources:\n  - name: a\n   uri: x\n", "p.yaml:3: invalid YAML: expected <block end>"),
+        ("model: {path: m\n", "p.yaml:2: invalid YAML:"),
+    ],
+)
+def test_unreadable_yaml(text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml")
+    assert str(info.value).startswith(error)
+
+
+def test_missing_env_var_names_variable_and_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMSEG_TEST_UNSET", raising=False)
+    text = GOOD.replace("synthetic://", "rtsp://u:${STREAMSEG_TEST_UNSET}@cam/s")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml")
+    assert str(info.value) == "p.yaml:3: sources.0.uri: environment variable STREAMSEG_TEST_UNSET is not set"
+
+
+def test_env_interpolation_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSEG_TEST_PW", "s3cret")
+    monkeypatch.delenv("STREAMSEG_TEST_UNSET", raising=False)
+    text = GOOD.replace("synthetic://", "rtsp://u:${STREAMSEG_TEST_PW}@cam/s") + (
+        "name: ${STREAMSEG_TEST_UNSET:-fallback}\nhttp:\n  host: ${STREAMSEG_TEST_PW:-unused}\n"
+    )
+    cfg = parse_config(text, "p.yaml")
+    assert cfg.sources[0].uri == "rtsp://u:s3cret@cam/s"
+    assert cfg.sources[0].display_uri == "rtsp://u:***@cam/s"
+    assert cfg.name == "fallback"
+    assert cfg.http.host == "s3cret"
+
+
+def test_empty_default_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMSEG_TEST_UNSET", raising=False)
+    assert parse_config(GOOD + "name: x${STREAMSEG_TEST_UNSET:-}y\n").name == "xy"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "foo://bob:hunter2@cam/x",
+        "foo://bob:hunter2@cam:notaport/x",
+        "http://bob:hunter2@[::1]:80/x",
+    ],
+)
+def test_password_in_invalid_uri_never_reaches_the_error(uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("synthetic://", uri), "p.yaml")
+    message = str(info.value)
+    assert message.startswith("p.yaml:3: sources.0.uri: ")
+    assert "hunter2" not in message
+    assert "bob" in message  # the user name stays: it helps debugging
+
+
+def test_password_from_env_never_reaches_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSEG_TEST_PW", "hunter2")
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("synthetic://", "gopher://bob:${STREAMSEG_TEST_PW}@cam/x"), "p.yaml")
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "live"),
+    [
+        ("rtsp://cam/s", True),
+        ("/dev/video0", True),
+        ("samples/bikes.mp4", False),
+        ("synthetic://", False),
+    ],
+)
+def test_live_sources(uri: str, live: bool) -> None:
+    assert parse_config(GOOD.replace("synthetic://", uri)).sources[0].live is live
+
+
+def test_realtime_synthetic_is_live() -> None:
+    cfg = parse_config(GOOD.replace("uri: synthetic://", "uri: synthetic://\n    realtime: true"))
+    assert cfg.sources[0].live
+
+
+def test_output_variants_are_typed() -> None:
+    cfg = parse_config(GOOD + "outputs:\n  - type: video\n    crf: 30\n  - type: display\n")
+    assert isinstance(cfg.outputs[0], VideoOutput)
+    assert cfg.outputs[0].crf == 30
+    assert cfg.outputs[1].type == "display"
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'nope.yaml'}: no such file")):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_load_config_reports_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD + "bogus: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:6: bogus: unknown key")):
+        load_config(path)
+
+
+def test_load_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(path)
+
+
+def test_there_are_pipeline_files() -> None:
+    assert PIPELINES, "pipelines/*.yaml: none found"
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=[p.name for p in PIPELINES])
+def test_shipped_pipelines_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Give every ${VAR} without a default a value, as a deployment would.
+    for var in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()):
+        monkeypatch.setenv(var, "test-value")
+    cfg = load_config(path)
+    assert cfg.sources

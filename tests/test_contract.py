@@ -1,0 +1,189 @@
+"""streamseg/contract.py: a model's sidecar is checked at load, against its file and its graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamseg.backends.onnxruntime import OnnxRuntimeBackend
+from streamseg.contract import (
+    MODELS_DIR,
+    LoadedModel,
+    bundled_models,
+    expected_input_shape,
+    load_model,
+    resolve_model,
+    sha256_file,
+)
+from streamseg.errors import ModelError
+
+
+def test_bundled_selfie_model_loads_and_its_hash_matches() -> None:
+    model = load_model("selfie_landscape")
+    c = model.contract
+    assert c.class_names == ["background", "person"]
+    assert (c.input.layout, c.input.height, c.input.width, c.output.kind) == ("NHWC", 144, 256, "class_map")
+    assert sha256_file(model.onnx_path) == c.sha256
+    assert model.sidecar in bundled_models()
+
+
+def test_bundled_selfie_model_matches_its_graph() -> None:
+    model = load_model("selfie_landscape")
+    with OnnxRuntimeBackend(model, device="cpu") as backend:
+        out = backend.infer(np.zeros((1, 144, 256, 3), np.float32))
+    assert out.shape[0] == 1
+    assert set(np.unique(out)) <= {0, 1}
+
+
+@pytest.fixture
+def selfie_copy(tmp_path: Path) -> Path:
+    """The bundled model folder copied to tmp_path; returns the sidecar."""
+    folder = tmp_path / "selfie"
+    shutil.copytree(MODELS_DIR / "selfie_landscape", folder)
+    return folder / "selfie_landscape.json"
+
+
+def test_resolve_by_sidecar_and_by_onnx_path(selfie_copy: Path) -> None:
+    assert resolve_model(str(selfie_copy)) == selfie_copy
+    assert resolve_model(str(selfie_copy.with_suffix(".onnx"))) == selfie_copy
+
+
+def test_corrupt_onnx_fails_the_sha256_check(selfie_copy: Path) -> None:
+    onnx_file = selfie_copy.with_suffix(".onnx")
+    data = bytearray(onnx_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as info:
+        load_model(str(selfie_copy))
+    assert f"{selfie_copy}: sha256: selfie_landscape.onnx has" in str(info.value)
+    assert load_model(str(selfie_copy), verify_hash=False).onnx_path == onnx_file.resolve()
+
+
+def _edit(sidecar: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    doc = json.loads(sidecar.read_text())
+    change(doc)
+    sidecar.write_text(json.dumps(doc))
+
+
+# (name, change to the sidecar document, message fragment after "<sidecar>: ")
+SIDECAR_ERRORS = [
+    ("unknown top-level key", lambda d: d.update(labels=[]), "labels: unknown key"),
+    ("unknown nested key", lambda d: d["input"].update(scale=1), "input.scale: unknown key"),
+    ("missing key", lambda d: d.pop("output"), "output: Field required"),
+    ("bad layout", lambda d: d["input"].update(layout="CHW"), "input.layout: Input should be 'NCHW' or 'NHWC'"),
+    ("zero std", lambda d: d["input"].update(std=[1, 0, 1]), "input: Value error, std must not contain 0"),
+    ("no classes", lambda d: d.update(classes=[]), "classes: List should have at least 1 item"),
+    ("bad output kind", lambda d: d["output"].update(kind="boxes"), "output.kind: Input should be"),
+    ("missing onnx file", lambda d: d.update(onnx="gone.onnx"), "onnx: file "),
+]
+
+
+@pytest.mark.parametrize(("change", "fragment"), [e[1:] for e in SIDECAR_ERRORS], ids=[e[0] for e in SIDECAR_ERRORS])
+def test_bad_sidecar(selfie_copy: Path, change: Callable[[dict[str, Any]], None], fragment: str) -> None:
+    _edit(selfie_copy, change)
+    with pytest.raises(ModelError) as info:
+        load_model(str(selfie_copy))
+    assert str(info.value).startswith(f"{selfie_copy}: {fragment}"), str(info.value)
+
+
+def test_missing_onnx_file_is_named(selfie_copy: Path) -> None:
+    onnx_file = selfie_copy.with_suffix(".onnx")
+    onnx_file.unlink()
+    with pytest.raises(ModelError, match=f"onnx: file {onnx_file} does not exist"):
+        load_model(str(selfie_copy))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("{not json", "cannot read sidecar"), ("[]", "(top level): Input should be a valid dictionary")],
+)
+def test_unreadable_sidecar(selfie_copy: Path, text: str, fragment: str) -> None:
+    selfie_copy.write_text(text)
+    with pytest.raises(ModelError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_model(str(selfie_copy))
+
+
+def test_yaml_sidecar(selfie_copy: Path) -> None:
+    import yaml
+
+    yaml_sidecar = selfie_copy.with_suffix(".yaml")
+    yaml_sidecar.write_text(yaml.safe_dump(json.loads(selfie_copy.read_text())))
+    assert load_model(str(yaml_sidecar)).contract.name == "selfie_landscape"
+
+
+@pytest.mark.parametrize(
+    ("ref", "fragment"),
+    [
+        ("no_such_model", "model 'no_such_model': no such file and no bundled model of that name"),
+        ("elsewhere/x.onnx", "elsewhere/x.onnx: no sidecar beside the ONNX file"),
+    ],
+)
+def test_unresolvable_model(ref: str, fragment: str) -> None:
+    with pytest.raises(ModelError, match=fragment):
+        load_model(ref)
+
+
+@pytest.mark.parametrize(
+    ("graph", "out_shape"),
+    [
+        ({}, (2, 3, 8, 12)),
+        ({"layout": "NHWC"}, (2, 8, 12, 3)),
+        ({"kind": "class_map"}, (2, 8, 12)),
+        ({"kind": "class_map", "layout": "NHWC", "height": 5, "width": 7}, (2, 5, 7)),
+    ],
+)
+def test_a_matching_tiny_model_loads(
+    make_model: Callable[..., LoadedModel], graph: dict[str, Any], out_shape: tuple[int, ...]
+) -> None:
+    model = make_model(graph)
+    with OnnxRuntimeBackend(model, device="cpu", max_batch=2) as backend:
+        out = backend.infer(np.zeros(expected_input_shape(model.contract, 2), np.float32))
+    assert out.shape == out_shape
+
+
+# (name, what the graph is, what the sidecar claims instead, field named, message fragment)
+MISMATCHES = [
+    (
+        "input size",
+        {"height": 16, "width": 16},
+        {"input.height": 8, "input.width": 12},
+        "input",
+        "sidecar says NCHW 8x12 (shape (N,3,8,12))",
+    ),
+    ("layout", {}, {"input.layout": "NHWC"}, "input", "sidecar says NHWC 8x12 (shape (N,8,12,3))"),
+    ("input name", {}, {"input.name": "pixels"}, "input.name", "graph has no input 'pixels' (has ['input'])"),
+    ("input dtype", {"kind": "uint8_input"}, {}, "input", "graph input 'input' is uint8, expected float32"),
+    ("output name", {}, {"output.name": "logits"}, "output.name", "graph has no output 'logits' (has ['scores'])"),
+    ("class count", {"classes": 4}, {"classes": [{"name": "a", "color": [0, 0, 0]}] * 3}, "output", "3 classes"),
+    ("class_map as float", {"kind": "class_map_float"}, {}, "output", "is float32 (N,8,12)"),
+    ("class_map claimed for logits", {}, {"output.kind": "class_map"}, "output", "kind class_map needs an integer"),
+    ("logits claimed for class_map", {"kind": "class_map"}, {"output.kind": "logits"}, "output", "is int64 (N,8,12)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("graph", "sidecar", "field", "fragment"), [m[1:] for m in MISMATCHES], ids=[m[0] for m in MISMATCHES]
+)
+def test_graph_mismatch_fails_at_load(
+    make_model: Callable[..., LoadedModel], graph: dict[str, Any], sidecar: dict[str, Any], field: str, fragment: str
+) -> None:
+    model = make_model(graph, sidecar)
+    backend = OnnxRuntimeBackend(model, device="cpu")
+    with pytest.raises(ModelError) as info, backend:
+        pytest.fail("the backend loaded a model that does not match its sidecar")
+    message = str(info.value)
+    assert message.startswith(f"{model.sidecar}: {field}: "), message
+    assert fragment in message
+
+
+def test_unloadable_onnx_is_a_model_error(make_model: Callable[..., LoadedModel]) -> None:
+    model = make_model()
+    model.onnx_path.write_bytes(b"not a protobuf")
+    with pytest.raises(ModelError, match="onnxruntime cannot load it"), OnnxRuntimeBackend(model, device="cpu"):
+        pytest.fail("loaded garbage")
