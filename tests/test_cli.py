@@ -163,7 +163,7 @@ def test_signal_finalizes_outputs_and_exits_0(tmp_path: Path, sig: signal.Signal
     while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 20):
         time.sleep(0.1)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     done = len(jsonl.read_text().splitlines())
     assert 20 <= done < 250

@@ -63,7 +63,7 @@ def test_chromium_shows_a_frame_of_every_stream(run_pipeline, tmp_path: Path) ->
 def test_mjpeg_stream_and_endpoints(run_pipeline) -> None:  # type: ignore[no-untyped-def]
     rp = run_pipeline(LIVE_PIPELINE)
     wait_for(lambda: http_get(rp.url + "stream/left.jpg")[0] == 200, 20, "a first live frame")
-    status, body, ctype = http_get(rp.url + "healthz")
+    status, body, _ctype = http_get(rp.url + "healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "streams": {"left": "up", "right": "up"}}
     assert http_get(rp.url + "stream/nosuch.mjpg")[0] == 404
     assert http_get(rp.url + "nothing")[0] == 404

@@ -3,6 +3,7 @@ real files, with /metrics scraped over HTTP; then a server killed mid-stream and
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -100,7 +101,7 @@ http: {{port: 0}}
         assert dropped == 0, f"{stream} dropped {dropped} frames with a 64-frame queue"
         assert summary.frames[stream] == frames
         assert [r["frame"] for r in mine] == list(range(frames))
-        assert all(b["pts"] > a["pts"] for a, b in zip(mine, mine[1:], strict=False))
+        assert all(b["pts"] > a["pts"] for a, b in itertools.pairwise(mine))
         assert count_frames(tmp_path / f"{stream}.mp4") == frames
         pngs = sorted((tmp_path / "raw" / stream).glob("*.png"))
         assert len(pngs) == frames
