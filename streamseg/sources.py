@@ -190,6 +190,7 @@ class Source:
         self.up = False
         self.frames_read = 0
         self.last_frame_time = 0.0
+        self._last_pts: float | None = None
         self._stop = threading.Event()
         self._notify = notify
         self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
@@ -297,6 +298,12 @@ class Source:
         min_gap = 1.0 / self.cfg.fps if self.cfg.fps else 0.0
         next_pts = 0.0
         started = time.monotonic()
+        # Timestamps run from 0 at the stream's first frame and keep rising across reconnects
+        # (a camera restarts its clock; PyAV gives the first RTSP frame no pts at all).
+        step = 1.0 / self.fps if self.fps else 0.04
+        resume = 0.0 if self._last_pts is None else self._last_pts + step
+        base: float | None = None
+        rel = -step
         decode_hist = self.metrics.stage_seconds.labels("decode")
         it = reader.frames()
         while not self._done():
@@ -311,10 +318,18 @@ class Source:
             if item is None:
                 return got
             decode_hist.observe(time.perf_counter() - t0)
-            image, pts = item
+            image, raw_pts = item
             now = time.monotonic()
-            if pts is None:
-                pts = now - started
+            if raw_pts is None:
+                rel += step
+            else:
+                if base is None:
+                    base = raw_pts - (rel + step)
+                rel = raw_pts - base
+            pts = resume + rel
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1e-3
+            self._last_pts = pts
             if not got:
                 got = True
             self._set_up(True)

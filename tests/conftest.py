@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny ONNX models with their sidecars, built with onnx.helper in tmp_path.
+"""Shared fixtures: the sample clip, and tiny ONNX models with their sidecars built with onnx.helper.
 
 The graph is a 1x1 convolution with small integer weights, so with mean 0 / std 1 every logit is
 an exact integer in float32 and every backend must give the labels of the ``reference_logits`` fixture.
@@ -104,3 +104,12 @@ def reference_logits() -> Callable[[np.ndarray, str, int], np.ndarray]:
         return np.einsum("nchw,kc->nkhw", x, w) if layout == "NCHW" else np.einsum("nhwc,kc->nhwk", x, w)
 
     return logits
+
+
+@pytest.fixture(scope="session")
+def bikes() -> Path:
+    """The real clip samples/bikes.mp4 (640x272, 25 fps, 250 frames), fetched by `make samples`."""
+    path = Path(__file__).resolve().parent.parent / "samples" / "bikes.mp4"
+    if not path.is_file():
+        pytest.fail("samples/bikes.mp4 is missing: run `make samples` (tools/fetch_samples.py)")
+    return path

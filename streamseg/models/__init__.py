@@ -1,0 +1,134 @@
+"""The model zoo: the networks that defined semantic segmentation, each in its own module.
+
+The table below is the registry: explicit, filled by nobody at import time, and importing this
+package does not import torch (``build`` does, through ``streamseg.models._torch``).
+Every network maps a float (N, 3, H, W) batch to logits (N, num_classes, H, W) at the input size
+(the paper U-Net: 572 -> 388, as published). Networks with an auxiliary head return
+``(main, aux)`` in training mode and ``main`` in eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    name: str
+    module: str  # within streamseg.models
+    builder: str  # function(num_classes, **options) -> nn.Module
+    paper: str
+    paper_params_m: float | None  # published parameter count (millions) of the paper configuration
+    paper_classes: int  # classes of that configuration
+    input_size: tuple[int, int]  # (H, W) used for export and FLOPs by default
+    fixed_input: bool = False  # True when the graph only works at input_size (adaptive pooling)
+    backbone: str | None = None  # torchvision state-dict format accepted by `pretrained_backbone`
+
+
+NETWORKS: dict[str, NetworkInfo] = {
+    info.name: info
+    for info in (
+        NetworkInfo(
+            "fcn32s",
+            "fcn",
+            "fcn32s",
+            "Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015",
+            134.3,
+            21,
+            (512, 512),
+            backbone="vgg16",
+        ),
+        NetworkInfo(
+            "fcn16s", "fcn", "fcn16s", "Long, Shelhamer, Darrell. CVPR 2015", 134.3, 21, (512, 512), backbone="vgg16"
+        ),
+        NetworkInfo(
+            "fcn8s", "fcn", "fcn8s", "Long, Shelhamer, Darrell. CVPR 2015", 134.3, 21, (512, 512), backbone="vgg16"
+        ),
+        NetworkInfo(
+            "unet",
+            "unet",
+            "unet",
+            "Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015",
+            31.0,
+            2,
+            (572, 572),
+        ),
+        NetworkInfo(
+            "unet_padded",
+            "unet",
+            "unet_padded",
+            "Ronneberger et al. 2015, with padded convolutions",
+            31.0,
+            2,
+            (512, 512),
+        ),
+        NetworkInfo(
+            "segnet",
+            "segnet",
+            "segnet",
+            "Badrinarayanan, Kendall, Cipolla. SegNet: A Deep "
+            "Convolutional Encoder-Decoder Architecture for Image Segmentation. TPAMI 2017",
+            29.4,
+            11,
+            (360, 480),
+            backbone="vgg16_bn",
+        ),
+        NetworkInfo(
+            "pspnet",
+            "pspnet",
+            "pspnet",
+            "Zhao, Shi, Qi, Wang, Jia. Pyramid Scene Parsing Network. CVPR 2017",
+            None,
+            21,
+            (473, 473),
+            fixed_input=True,
+            backbone="resnet50",
+        ),
+        NetworkInfo(
+            "enet",
+            "enet",
+            "enet",
+            "Paszke, Chaurasia, Kim, Culurciello. ENet: A Deep Neural Network "
+            "Architecture for Real-Time Semantic Segmentation. arXiv:1606.02147",
+            0.37,
+            12,
+            (360, 640),
+        ),
+        NetworkInfo(
+            "linknet",
+            "linknet",
+            "linknet",
+            "Chaurasia, Culurciello. LinkNet: Exploiting Encoder "
+            "Representations for Efficient Semantic Segmentation. VCIP 2017",
+            11.5,
+            12,
+            (360, 640),
+            backbone="resnet18",
+        ),
+    )
+}
+
+
+def network_info(name: str) -> NetworkInfo:
+    if name not in NETWORKS:
+        raise ConfigError(f"unknown network '{name}' (known: {', '.join(NETWORKS)})")
+    return NETWORKS[name]
+
+
+def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """Build a zoo network by name; ``num_classes`` defaults to its paper configuration."""
+    info = network_info(name)
+    module = importlib.import_module(f"{__name__}.{info.module}")
+    model: nn.Module = getattr(module, info.builder)(num_classes or info.paper_classes, **options)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

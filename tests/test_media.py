@@ -1,0 +1,111 @@
+"""streamseg/media.py: what VideoEncoder writes decodes back frame for frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamseg.media import VideoEncoder, VideoInput, count_frames, describe_error, encoder_names
+
+
+def _write(path: Path, width: int, height: int, pts: list[float], fps: float = 25.0) -> VideoEncoder:
+    rng = np.random.default_rng(6)
+    enc = VideoEncoder(path, width, height, fps)
+    try:
+        for t in pts:
+            enc.write(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), t)
+    finally:
+        enc.close()
+    return enc
+
+
+def _decoded_pts(path: Path) -> list[float]:
+    video = VideoInput(str(path))
+    try:
+        return [pts for _, pts in video.frames() if pts is not None]
+    finally:
+        video.close()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 17])
+def test_written_frames_all_decode(tmp_path: Path, frames: int) -> None:
+    path = tmp_path / "out.mp4"
+    enc = _write(path, 64, 48, [i / 25 for i in range(frames)])
+    assert enc.frames_written == frames
+    assert count_frames(path) == frames
+
+
+@pytest.mark.parametrize(("width", "height"), [(65, 49), (33, 48), (64, 17)])
+def test_odd_sizes_drop_the_last_row_or_column(tmp_path: Path, width: int, height: int) -> None:
+    path = tmp_path / "odd.mp4"
+    enc = _write(path, width, height, [i / 25 for i in range(5)])
+    assert (enc.width, enc.height) == (width - width % 2, height - height % 2)
+    video = VideoInput(str(path))
+    try:
+        assert (video.info.width, video.info.height) == (enc.width, enc.height)
+        assert all(image.shape == (enc.height, enc.width, 3) for image, _ in video.frames())
+    finally:
+        video.close()
+    assert count_frames(path) == 5
+
+
+def test_pts_strictly_increase_even_with_duplicate_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "dup.mp4"
+    stamps = [0.0, 0.0, 0.0, 0.04, 0.04, 0.0001, 0.5, 0.5]  # repeats, a step back, sub-millisecond
+    _write(path, 32, 32, stamps)
+    pts = _decoded_pts(path)
+    assert len(pts) == len(stamps)
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert pts[-1] == pytest.approx(0.5, abs=0.002)
+
+
+def test_frames_come_back_close_to_what_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "flat.mp4"
+    enc = VideoEncoder(path, 32, 32, 25, crf=0)
+    image = np.full((32, 32, 3), (40, 120, 200), np.uint8)
+    image[:, 16:] = (200, 30, 90)  # two halves, so a flipped or shifted picture fails
+    enc.write(image, 0.0)
+    enc.close()
+    enc.close()  # closing twice is harmless
+    video = VideoInput(str(path))
+    try:
+        (decoded, pts), *_ = list(video.frames())
+    finally:
+        video.close()
+    assert pts == 0.0
+    # crf 0 is lossless; what remains is FFmpeg's BGR -> yuv420p -> BGR conversion, which loses up to
+    # 5 levels with swscale's default flags (255 comes back as 250..253).
+    assert np.abs(decoded.astype(int) - image).max() <= 6
+
+
+def test_video_input_info_of_the_sample(bikes: Path) -> None:
+    video = VideoInput(str(bikes))
+    try:
+        info = video.info
+    finally:
+        video.close()
+    assert (info.width, info.height, info.fps, info.frames) == (640, 272, 25.0, 250)
+
+
+def test_unreadable_inputs(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 50)
+    for target in (str(tmp_path / "missing.mp4"), str(garbage)):
+        with pytest.raises(Exception) as info:  # FFmpeg raises several types; describe_error names them
+            VideoInput(target)
+        text = describe_error(info.value)
+        assert text and "\n" not in text and str(tmp_path) not in text
+
+
+def test_describe_error_drops_the_file_name() -> None:
+    err = OSError(2, "No such file or directory", "rtsp://u:hunter2@cam/s")
+    assert describe_error(err) == "No such file or directory"
+    assert describe_error(ValueError("first line\nsecond")) == "first line"
+    assert describe_error(EOFError()) == "EOFError"
+
+
+def test_encoders_we_rely_on_exist() -> None:
+    names = encoder_names()
+    assert names["libx264 (encode)"] and names["h264 (decode)"]
