@@ -42,7 +42,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     val = sub.add_parser("validate", help="check a pipeline file without running it")
     val.add_argument("file", help="pipeline YAML")
-    sub.add_parser("models", help="list bundled models and their contracts")
+    models = sub.add_parser("models", help="list bundled models and their contracts, and the zoo")
+    models.add_argument("--params", action="store_true", help="count zoo parameters (needs torch)")
+    tr = sub.add_parser("train", help="train a zoo network on a segmentation dataset (needs torch)")
+    tr.add_argument("network", help="zoo network name (streamseg models)")
+    tr.add_argument("--data", action="append", required=True, help="dataset folder (VOC or images/+masks/); repeat")
+    tr.add_argument("--out", required=True, help="folder for last.pt and its sidecar last.json")
+    tr.add_argument("--epochs", type=int, default=50)
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--lr", type=float, default=0.01)
+    tr.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    tr.add_argument("--weight-decay", type=float, default=5e-4)
+    tr.add_argument("--size", default="256x448", help="HxW the images are resized to")
+    tr.add_argument("--crop", default=None, help="HxW random crop (default: --size)")
+    tr.add_argument("--scale", default="0.75,1.25", help="random scale range")
+    tr.add_argument("--no-flip", action="store_true")
+    tr.add_argument("--class-weights", default=None, help="comma-separated, one per class")
+    tr.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="network builder option, e.g. base_channels=16",
+    )
+    tr.add_argument("--pretrained-backbone", default=None, help="local torchvision state-dict file")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tr.add_argument("--seed", type=int, default=0)
+    ev = sub.add_parser("eval", help="score a model (ONNX, checkpoint) on a dataset: pixel acc, mean acc, mIU, fwIU")
+    ev.add_argument("model", help="sidecar, ONNX or checkpoint (with its sidecar beside it)")
+    ev.add_argument("--data", required=True, help="dataset folder")
+    ev.add_argument("--split", default=None, help="VOC ImageSets/Segmentation split")
+    ev.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--json", default=None, help="also write the scores and confusion matrix here")
+    ex = sub.add_parser("export", help="checkpoint -> ONNX + sidecar, with a parity check (needs torch)")
+    ex.add_argument("checkpoint", help="a streamseg train checkpoint")
+    ex.add_argument("--out", required=True, help="ONNX file to write (sidecar goes beside it)")
+    ex.add_argument("--logits", action="store_true", help="output logits instead of an in-graph argmax")
+    ex.add_argument("--opset", type=int, default=17)
     sub.add_parser("doctor", help="report codecs, ONNX Runtime providers, CUDA/TensorRT presence")
     return p
 
@@ -86,8 +124,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(_args: argparse.Namespace) -> int:
+def _cmd_models(args: argparse.Namespace) -> int:
     from .contract import bundled_models, load_model
+    from .models import NETWORKS
 
     for sidecar in bundled_models():
         c = load_model(str(sidecar)).contract
@@ -98,6 +137,108 @@ def _cmd_models(_args: argparse.Namespace) -> int:
         print(f"  output   {c.output.name} ({c.output.kind})")
         print(f"  classes  {', '.join(f'{k.name} {tuple(k.color)}' for k in c.classes)}")
         print(f"  license  {c.license}; source: {c.source}")
+    print("\nzoo networks (streamseg train / export):")
+    if args.params:
+        from .models import build, count_params
+
+        print(f"  {'name':<12}{'classes':>8}{'parameters':>14}{'paper':>10}  deviation")
+        for info in NETWORKS.values():
+            n = count_params(build(info.name, info.paper_classes))
+            paper = f"{info.paper_params_m:.2f} M" if info.paper_params_m else "-"
+            dev = f"{100 * (n / 1e6 - info.paper_params_m) / info.paper_params_m:+.2f} %" if info.paper_params_m else ""
+            print(f"  {info.name:<12}{info.paper_classes:>8}{n:>14,}{paper:>10}  {dev}")
+    else:
+        for info in NETWORKS.values():
+            print(f"  {info.name:<12}{info.paper}")
+    return 0
+
+
+def _size(text: str, what: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"usage: {what} must look like 256x448, got '{text}'") from None
+    return h, w
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train import TrainConfig, train
+
+    options: dict[str, object] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"usage: --option expects KEY=VALUE, got '{item}'")
+        options[key] = int(value) if value.isdigit() else value
+    try:
+        scale = tuple(float(v) for v in args.scale.split(","))
+        weights = [float(v) for v in args.class_weights.split(",")] if args.class_weights else None
+    except ValueError:
+        raise ConfigError("usage: --scale and --class-weights take comma-separated numbers") from None
+    if len(scale) != 2:
+        raise ConfigError("usage: --scale takes two numbers, e.g. 0.75,1.25")
+    cfg = TrainConfig(
+        network=args.network,
+        data=args.data,
+        out=Path(args.out),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        size=_size(args.size, "--size"),
+        crop=_size(args.crop, "--crop") if args.crop else None,
+        scale=(scale[0], scale[1]),
+        flip=not args.no_flip,
+        class_weights=weights,
+        options=options,
+        pretrained_backbone=args.pretrained_backbone,
+        resume=args.resume,
+        device=args.device,
+        seed=args.seed,
+    )
+    result = train(cfg)
+    print(
+        f"trained {args.network}: checkpoint {Path(args.out) / 'last.pt'}; on the training data: "
+        f"pixel acc {result.pixel_accuracy:.4f}, mean acc {result.mean_accuracy:.4f}, "
+        f"mean IU {result.mean_iu:.4f}, fw IU {result.frequency_weighted_iu:.4f}"
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .contract import load_model
+    from .evaluate import evaluate_backend
+
+    result = evaluate_backend(args.model, args.data, args.split, args.backend, args.device)
+    names = load_model(args.model).contract.class_names
+    print(f"pixel accuracy         {result.pixel_accuracy:.4f}")
+    print(f"mean accuracy          {result.mean_accuracy:.4f}")
+    print(f"mean IU                {result.mean_iu:.4f}")
+    print(f"frequency-weighted IU  {result.frequency_weighted_iu:.4f}")
+    for name, iu in zip(names, result.per_class_iu, strict=True):
+        print(f"  IU {name:<20}{'-' if iu != iu else f'{iu:.4f}'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.as_dict(names), f, indent=2)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .export import export_onnx
+
+    out = Path(args.out)
+    report = export_onnx(Path(args.checkpoint), out, argmax=not args.logits, opset=args.opset)
+    print(
+        f"wrote {out} and {out.with_suffix('.json')}: parity max |logit diff| {report.max_abs_logit_diff:.3g}, "
+        f"label agreement {report.label_agreement:.5f} (batch {report.batch})"
+    )
     return 0
 
 

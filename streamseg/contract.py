@@ -55,7 +55,10 @@ class ClassSpec(_Strict):
 
 class ModelContract(_Strict):
     name: str = Field(description="model name")
-    onnx: str = Field(description="ONNX file, relative to the sidecar")
+    onnx: str | None = Field(None, description="ONNX file, relative to the sidecar")
+    checkpoint: str | None = Field(
+        None, description="torch checkpoint (streamseg train) or TorchScript file, relative to the sidecar"
+    )
     description: str = Field("", description="one line for people")
     input: InputSpec
     output: OutputSpec
@@ -63,6 +66,12 @@ class ModelContract(_Strict):
     source: str = Field("", description="where the weights come from")
     license: str = Field("", description="license of the weights")
     sha256: str | None = Field(None, description="sha256 of the ONNX file, checked at load")
+
+    @model_validator(mode="after")
+    def _has_weights(self) -> ModelContract:
+        if self.onnx is None and self.checkpoint is None:
+            raise ValueError("a model needs 'onnx' or 'checkpoint'")
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +88,8 @@ class LoadedModel:
 
     contract: ModelContract
     sidecar: Path
-    onnx_path: Path
+    onnx_path: Path | None
+    checkpoint_path: Path | None = None
 
 
 def bundled_models() -> list[Path]:
@@ -92,11 +102,11 @@ def bundled_models() -> list[Path]:
 def resolve_model(ref: str) -> Path:
     """A bundled model name, a sidecar path, or an ONNX path with a sidecar beside it."""
     path = Path(ref)
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() in (".onnx", ".pt", ".pth", ".ts"):
         for ext in (".json", ".yaml", ".yml"):
             if path.with_suffix(ext).exists():
                 return path.with_suffix(ext)
-        raise ModelError(f"{ref}: no sidecar beside the ONNX file (expected {path.with_suffix('.json')})")
+        raise ModelError(f"{ref}: no sidecar beside the model file (expected {path.with_suffix('.json')})")
     if path.exists():
         return path
     for sidecar in bundled_models():
@@ -121,17 +131,24 @@ def load_model(ref: str, verify_hash: bool = True) -> LoadedModel:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise ModelError(f"{sidecar}: {key}: {msg}") from None
-    onnx_path = (sidecar.parent / contract.onnx).resolve()
-    if not onnx_path.is_file():
-        raise ModelError(f"{sidecar}: onnx: file {onnx_path} does not exist")
-    if verify_hash and contract.sha256:
-        digest = sha256_file(onnx_path)
-        if digest != contract.sha256:
-            raise ModelError(
-                f"{sidecar}: sha256: {onnx_path.name} has {digest[:12]}…, sidecar says "
-                f"{contract.sha256[:12]}… (the ONNX file changed without its sidecar)"
-            )
-    return LoadedModel(contract, sidecar, onnx_path)
+    onnx_path = None
+    if contract.onnx is not None:
+        onnx_path = (sidecar.parent / contract.onnx).resolve()
+        if not onnx_path.is_file():
+            raise ModelError(f"{sidecar}: onnx: file {onnx_path} does not exist")
+        if verify_hash and contract.sha256:
+            digest = sha256_file(onnx_path)
+            if digest != contract.sha256:
+                raise ModelError(
+                    f"{sidecar}: sha256: {onnx_path.name} has {digest[:12]}…, sidecar says "
+                    f"{contract.sha256[:12]}… (the ONNX file changed without its sidecar)"
+                )
+    checkpoint_path = None
+    if contract.checkpoint is not None:
+        checkpoint_path = (sidecar.parent / contract.checkpoint).resolve()
+        if not checkpoint_path.is_file():
+            raise ModelError(f"{sidecar}: checkpoint: file {checkpoint_path} does not exist")
+    return LoadedModel(contract, sidecar, onnx_path, checkpoint_path)
 
 
 def sha256_file(path: Path) -> str:

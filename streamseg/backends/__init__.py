@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # name -> (module, class). The TensorRT and torch backends plug in here.
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("streamseg.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "torch": ("streamseg.backends.torch", "TorchBackend"),
 }
 
 
@@ -39,7 +40,7 @@ def select_backend(
             log.info("backend %s skipped: not part of this build yet", name)
             continue
         cls = backend_class(name)
-        why = cls.unavailable_reason(device)
+        why = cls.model_unsupported_reason(model) or cls.unavailable_reason(device)
         if why is None:
             log.info("backend %s selected", name)
             return cls(model, device=device, threads=threads, max_batch=max_batch)

@@ -38,6 +38,11 @@ class Backend(abc.ABC):
     def unavailable_reason(cls, device: str) -> str | None:
         """Why this backend cannot run here (missing library, no GPU), or None when it can."""
 
+    @classmethod
+    def model_unsupported_reason(cls, model: LoadedModel) -> str | None:
+        """Why this backend cannot run this model (e.g. no file in its format), or None."""
+        return None
+
     @abc.abstractmethod
     def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """Load the model; return what the graph says of its inputs and outputs."""

@@ -43,8 +43,14 @@ class OnnxRuntimeBackend(Backend):
             return "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
         return None
 
+    @classmethod
+    def model_unsupported_reason(cls, model: Any) -> str | None:
+        return None if model.onnx_path is not None else "the model has no ONNX file"
+
     def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         ort = _ort()
+        if self.model.onnx_path is None:
+            raise ModelError(f"{self.model.sidecar}: onnx: the onnxruntime backend needs an ONNX file")
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = self.threads

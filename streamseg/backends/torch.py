@@ -1,0 +1,123 @@
+"""torch backend: zoo checkpoints (``streamseg train``) or TorchScript files, on CPU or CUDA.
+
+The argmax runs inside the backend, on the device, so only a uint8 class map crosses back. On
+CUDA: channels-last memory, optional FP16 autocast and optional CUDA graphs for a fixed batch.
+torch itself is imported only through ``streamseg.models._torch``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from ..contract import TensorInfo
+from ..errors import BackendError, ModelError
+from .base import Backend
+
+
+def _cuda_available() -> bool:
+    from ..models._torch import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    fp16 = True  # autocast on CUDA; labels are checked against FP32 in the GPU tests
+    cuda_graphs = False
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed (pip install 'streamseg[torch]')"
+        if device == "cpu":
+            return None
+        if not _cuda_available():
+            if device == "cuda":
+                return "torch sees no CUDA device"
+            # On CPU, ONNX Runtime runs these graphs about twice as fast; ask for device: cpu to insist.
+            return "no CUDA device (set model.device: cpu to run torch on the CPU)"
+        return None
+
+    @classmethod
+    def model_unsupported_reason(cls, model: Any) -> str | None:
+        if model.checkpoint_path is None:
+            return "the model has no checkpoint (ONNX only)"
+        return None
+
+    def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        from ..models._torch import torch
+
+        path = self.model.checkpoint_path
+        if path is None:
+            raise ModelError(f"{self.model.sidecar}: checkpoint: the torch backend needs a checkpoint")
+        use_cuda = self.device in ("auto", "cuda") and torch.cuda.is_available()
+        self._device = torch.device("cuda" if use_cuda else "cpu")
+        if self.threads and not use_cuda:
+            torch.set_num_threads(self.threads)
+        net = self._load_module(path)
+        net = net.eval().to(self._device)
+        if use_cuda:
+            net = net.to(memory_format=torch.channels_last)
+        self._net = net
+        self._graphs: dict[int, tuple[Any, Any, Any]] = {}
+        c = self.contract
+        # Run one batch to learn what the module really returns (a TorchScript file has no
+        # declared shapes), then report it the way an ONNX graph would.
+        dummy = torch.zeros((1, 3, c.input.height, c.input.width), device=self._device)
+        with torch.inference_mode():
+            out = self._forward(dummy)
+        classes = int(out.shape[1])
+        if classes != c.num_classes:
+            raise ModelError(
+                f"{self.model.sidecar}: classes: sidecar lists {c.num_classes}, {path.name} outputs {classes}"
+            )
+        inputs = [TensorInfo(c.input.name, (None, 3, c.input.height, c.input.width), "float32")]
+        outputs = [TensorInfo(c.output.name, (None, int(out.shape[2]), int(out.shape[3])), "uint8")]
+        if c.output.kind != "class_map":
+            raise ModelError(f"{self.model.sidecar}: output.kind: the torch backend produces a class_map")
+        return inputs, outputs
+
+    def _load_module(self, path: Any) -> Any:
+        from ..models._torch import torch
+
+        try:
+            return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        except (RuntimeError, ValueError):
+            pass  # not TorchScript: a zoo checkpoint
+        from ..models.checkpoint import load_network
+
+        return load_network(path)[0]
+
+    def _forward(self, x: Any) -> Any:
+        from ..models._torch import torch
+
+        if self._device.type == "cuda" and self.fp16:
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = self._net(x)
+        else:
+            out = self._net(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    @property
+    def description(self) -> str:
+        dev = getattr(self, "_device", None)
+        return f"torch ({dev}{', fp16' if dev is not None and dev.type == 'cuda' and self.fp16 else ''})"
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        from ..models._torch import torch
+
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(self._device, non_blocking=True)
+                if self._device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                labels = self._forward(x).argmax(dim=1).to(torch.uint8)
+                return np.asarray(labels.cpu().numpy())
+        except RuntimeError as e:
+            raise BackendError(f"torch failed on a batch of {batch.shape[0]}: {str(e).splitlines()[0]}") from None
+
+    def _close(self) -> None:
+        self._net = None

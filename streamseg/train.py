@@ -1,0 +1,228 @@
+"""`streamseg train`: pixel-wise cross-entropy training of zoo networks.
+
+Loss is averaged over labelled pixels (ignore index 255) with optional class weights; paired
+augmentation (scale, crop, flip; masks nearest); SGD with the poly schedule of the DeepLab/PSPNet
+papers or AdamW; checkpoints every epoch (atomic) with ``--resume``; CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import IGNORE_INDEX, SegDataset, augment, open_dataset
+from .errors import ConfigError
+from .evaluate import ConfusionMatrix, Scores, scores
+from .models import build, network_info
+from .models._torch import F, nn, torch
+from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint, voc_colors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    network: str
+    data: list[str]
+    out: Path
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum 0.9, poly) | adamw (poly too)
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    size: tuple[int, int] = (256, 448)  # images are resized to this (H, W) before augmentation
+    crop: tuple[int, int] | None = None  # random crop (H, W); default: size
+    scale: tuple[float, float] = (0.75, 1.25)
+    flip: bool = True
+    class_weights: list[float] | None = None
+    aux_weight: float = 0.4
+    options: dict[str, object] = field(default_factory=dict)  # network builder options
+    pretrained_backbone: str | None = None
+    resume: bool = False
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+def _to_tensor(images: list[np.ndarray], mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    batch = np.stack([img[..., ::-1] for img in images]).astype(np.float32)  # BGR -> RGB
+    batch = (batch - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+
+def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    h, w = size
+    return (
+        cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
+        cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST),
+    )
+
+
+class Progress:
+    """A one-line progress bar on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.start, self.n = total, enabled, time.monotonic(), 0
+        self.tty = enabled and sys.stderr.isatty()
+
+    def update(self, text: str) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        frac = self.n / self.total
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / frac - elapsed if frac else 0.0
+        line = f"[{'#' * int(30 * frac):<30}] {self.n}/{self.total} {text} eta {eta:.0f}s"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif self.n == self.total or self.n % max(1, self.total // 20) == 0:
+            log.info("%s", line)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def predict(
+    model: nn.Module,
+    image: np.ndarray,
+    meta_size: tuple[int, int],
+    mean: np.ndarray,
+    std: np.ndarray,
+    device: torch.device,
+) -> np.ndarray:
+    """Class map at the image's own size: resize in, argmax, nearest-resize out."""
+    import cv2
+
+    h, w = meta_size
+    x = _to_tensor([cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)], mean, std).to(device)
+    with torch.inference_mode():
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        labels = out.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    full: np.ndarray = cv2.resize(labels, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return full
+
+
+def evaluate_model(model: nn.Module, dataset: SegDataset, meta: CheckpointMeta, device: torch.device) -> Scores:
+    model.eval()
+    cm = ConfusionMatrix(meta.num_classes)
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    for i in range(len(dataset)):
+        image, mask = dataset.load(i)
+        cm.update(mask, predict(model, image, (meta.height, meta.width), mean, std, device))
+    return scores(cm.matrix)
+
+
+def train(cfg: TrainConfig) -> Scores:
+    """Train, checkpoint every epoch to ``cfg.out/last.pt``, return the scores on the training data."""
+    info = network_info(cfg.network)
+    datasets = [open_dataset(d) for d in cfg.data]
+    names = datasets[0].class_names
+    for ds in datasets[1:]:
+        if ds.class_names != names:
+            raise ConfigError(f"dataset {ds.root}: class names differ from {datasets[0].root}")
+    if names is None:
+        raise ConfigError(f"dataset {datasets[0].root}: class_names.txt is required for training")
+    num_classes = len(names)
+    if info.fixed_input and cfg.size != info.input_size:
+        raise ConfigError(f"{cfg.network} works only at {info.input_size[0]}x{info.input_size[1]} (--size)")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and device.type != "cuda":
+        raise ConfigError("--device cuda: torch sees no CUDA device")
+    options = dict(cfg.options)
+    if cfg.pretrained_backbone:
+        options["pretrained_backbone"] = cfg.pretrained_backbone
+    model = build(cfg.network, num_classes, **options).to(device)
+    meta = CheckpointMeta(
+        cfg.network,
+        num_classes,
+        list(names),
+        voc_colors(num_classes),
+        cfg.size[0],
+        cfg.size[1],
+        {k: v for k, v in options.items() if k != "pretrained_backbone"},
+        source=f"streamseg train on {', '.join(cfg.data)}",
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ConfigError(f"--optimizer: unknown '{cfg.optimizer}' (sgd, adamw)")
+    samples = [(di, i) for di, ds in enumerate(datasets) for i in range(len(ds))]
+    steps_per_epoch = max(1, math.ceil(len(samples) / cfg.batch_size))
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (1 - min(step, total_steps - 1) / total_steps) ** cfg.poly_power
+    )
+    start_epoch = 0
+    last = cfg.out / "last.pt"
+    if cfg.resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {last}")
+        state = read_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"])
+        rng = np.random.default_rng(cfg.seed + start_epoch)
+        log.info("resumed from %s at epoch %d", last, start_epoch)
+    weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
+    if weight is not None and weight.numel() != num_classes:
+        raise ConfigError(f"--class-weights: {weight.numel()} weights for {num_classes} classes")
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    crop = cfg.crop or cfg.size
+    cache = [[_resize_pair(*ds.load(i), cfg.size) for i in range(len(ds))] for ds in datasets]
+    bar = Progress((cfg.epochs - start_epoch) * steps_per_epoch, cfg.progress)
+    loss_value = float("nan")
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = rng.permutation(len(samples))
+        for s in range(steps_per_epoch):
+            chosen = [samples[j] for j in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
+            pairs = [augment(cache[di][i][0], cache[di][i][1], rng, crop, cfg.scale, cfg.flip) for di, i in chosen]
+            x = _to_tensor([p[0] for p in pairs], mean, std).to(device)
+            y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64)).to(device)
+            out = model(x)
+            if isinstance(out, tuple):  # main + auxiliary head (PSPNet)
+                loss = F.cross_entropy(out[0], y, weight=weight, ignore_index=IGNORE_INDEX)
+                loss = loss + cfg.aux_weight * F.cross_entropy(out[1], y, weight=weight, ignore_index=IGNORE_INDEX)
+            else:
+                loss = F.cross_entropy(out, y, weight=weight, ignore_index=IGNORE_INDEX)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            scheduler.step()
+            loss_value = float(loss.detach())
+            bar.update(f"epoch {epoch + 1} loss {loss_value:.4f}")
+        save_checkpoint(
+            last,
+            model,
+            meta,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            epoch=epoch + 1,
+            loss=loss_value,
+        )
+    bar.close()
+    result = evaluate_model(model, _concat(datasets), meta, device)
+    log.info("final loss %.4f, mean IU on the training data %.4f", loss_value, result.mean_iu)
+    return result
+
+
+def _concat(datasets: list[SegDataset]) -> SegDataset:
+    return SegDataset(datasets[0].root, tuple(s for ds in datasets for s in ds.samples), datasets[0].class_names)
