@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # System packages the tests need (Debian/Ubuntu): GStreamer's RTSP server (with the decoder and
-# x264 encoder its test pipelines use) for the RTSP tests,
-# Prometheus' promtool for metric/config linting, Chromium for the live-view test, and
-# python3-venv for `make venv`. Installs only what is missing, so repeated runs are fast.
+# x264 encoder its test pipelines use) for the RTSP tests, Prometheus (promtool, and a real
+# scrape), Chromium for the live-view test, labelme-examples (real labelled images) for the
+# dataset and training tests, and python3-venv for `make venv`. Installs only what is missing.
 set -euo pipefail
 pkgs=(
   python3-venv python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  prometheus chromium
+  prometheus chromium labelme-examples
 )
 missing=()
 for p in "${pkgs[@]}"; do
