@@ -34,7 +34,10 @@ class Reconnect(_Strict):
     max_s: float = Field(30.0, gt=0, description="back-off cap")
     factor: float = Field(2.0, ge=1, description="back-off growth per failed attempt")
     max_attempts: int | None = Field(
-        None, ge=0, description="give the stream up after this many failures in a row; null = never"
+        None,
+        ge=0,
+        description="reconnect attempts after consecutive failures before giving the stream up; 0 = give up "
+        "at the first failure; null = never give up",
     )
 
 

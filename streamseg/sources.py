@@ -243,6 +243,7 @@ class Source:
     def _run(self) -> None:
         delay = self.cfg.reconnect.initial_s
         failures = 0
+        last_reason = ""
         try:
             while not self._stop.is_set():
                 try:
@@ -254,6 +255,7 @@ class Source:
                         log.error("%s", self.error)
                         return
                     failures += 1
+                    last_reason = str(e)
                     log.warning("%s (attempt %d, retry in %.1f s)", self._msg(str(e)), failures, delay)
                 else:
                     try:
@@ -272,10 +274,11 @@ class Source:
                         failures, delay = 0, self.cfg.reconnect.initial_s
                     else:
                         failures += 1
+                    last_reason = "the stream ended without a frame"
                     log.warning("%s: stream ended; reconnecting in %.1f s", self._msg("lost"), delay)
                 rc = self.cfg.reconnect
                 if rc.max_attempts is not None and failures > rc.max_attempts:
-                    self.error = self._msg(f"gave up after {failures} failed attempts")
+                    self.error = self._msg(f"gave up after {failures} failure(s) in a row; last: {last_reason}")
                     log.error("%s", self.error)
                     return
                 if self._stop.wait(delay):

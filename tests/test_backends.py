@@ -124,10 +124,10 @@ def test_every_backend_gives_the_reference_labels(
 ) -> None:
     """The contract test: the same tiny model on every backend this build can run here."""
     cls = backend_class(name)
-    why = cls.unavailable_reason("auto")
+    model = make_model(graph)
+    why = cls.model_unsupported_reason(model) or cls.unavailable_reason("auto")
     if why is not None:
         pytest.skip(f"{name}: {why}")
-    model = make_model(graph)
     c = model.contract
     batch = preprocess(_images(3, 20, 30), c.input)
     axis = 1 if c.input.layout == "NCHW" else 3

@@ -121,7 +121,7 @@ def test_yaml_sidecar(selfie_copy: Path) -> None:
     ("ref", "fragment"),
     [
         ("no_such_model", "model 'no_such_model': no such file and no bundled model of that name"),
-        ("elsewhere/x.onnx", "elsewhere/x.onnx: no sidecar beside the ONNX file"),
+        ("elsewhere/x.onnx", r"elsewhere/x.onnx: no sidecar beside the .*\(expected elsewhere/x.json\)"),
     ],
 )
 def test_unresolvable_model(ref: str, fragment: str) -> None:

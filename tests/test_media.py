@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_pts_strictly_increase_even_with_duplicate_timestamps(tmp_path: Path) ->
     _write(path, 32, 32, stamps)
     pts = _decoded_pts(path)
     assert len(pts) == len(stamps)
-    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(pts))
     assert pts[-1] == pytest.approx(0.5, abs=0.002)
 
 

@@ -12,10 +12,29 @@ NAMES = ["background", "person", "car"]
 COLORS_RGB = [(0, 0, 0), (255, 56, 56), (10, 200, 30)]
 
 # The 21 PASCAL VOC classes and their usual colors.
-VOC_NAMES = (
-    "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person "
-    "pottedplant sheep sofa train tvmonitor"
-).split()
+VOC_NAMES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 VOC_COLORS = [
     ((c >> 0 & 1) << 7 | (c >> 3 & 1) << 6, (c >> 1 & 1) << 7 | (c >> 4 & 1) << 6, (c >> 2 & 1) << 7) for c in range(21)
 ]

@@ -46,10 +46,11 @@ def test_chromium_shows_a_frame_of_every_stream(run_pipeline, tmp_path: Path) ->
     if chromium is None:
         pytest.skip("chromium is not installed (tools/install-system-deps.sh installs it)")
     rp = run_pipeline(LIVE_PIPELINE)
-    wait_for(lambda: http_get(rp.url + "stream/right.jpg")[0] == 200, 20, "a first live frame")
-    # --timeout stops loading after 4 s (MJPEG never finishes) and then dumps the DOM.
+    for stream in ("left", "right"):
+        wait_for(lambda s=stream: http_get(rp.url + f"stream/{s}.jpg")[0] == 200, 30, f"a first {stream} frame")
+    # --timeout stops loading (MJPEG never finishes) and then dumps the DOM; generous for busy CI.
     result = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--timeout=4000", "--dump-dom", rp.url],
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--timeout=10000", "--dump-dom", rp.url],
         capture_output=True,
         text=True,
         timeout=90,

@@ -1,0 +1,281 @@
+"""streamseg/sources.py with real readers: synthetic patterns, the sample clip, dead files,
+a closed RTSP port and a camera that does not exist. Counters are read from the Metrics registry."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamseg.config import SourceConfig
+from streamseg.frames import Frame
+from streamseg.metrics import Metrics
+from streamseg.sources import FrameQueue, Source
+
+TIMEOUT_S = 30.0  # a guard against hangs, far above what any of these takes
+
+
+def run_source(
+    cfg: dict[str, Any], max_frames: int | None = None, consume: bool = True
+) -> tuple[Source, list[Frame], Metrics]:
+    """Run one source to its end; return it, every frame it queued (in queue order) and its metrics.
+
+    With ``consume=False`` nothing is taken until the reader finished, so a live queue overflows.
+    """
+    metrics = Metrics()
+    wake = threading.Event()
+    source = Source(SourceConfig.model_validate(cfg), metrics, wake.set, max_frames)
+    metrics.add_stream(source.name, [])
+    source.start()
+    frames: list[Frame] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    if not consume:
+        assert source.finished.wait(TIMEOUT_S)
+    while True:
+        frame = source.queue.get_nowait()
+        if frame is not None:
+            frames.append(frame)
+            continue
+        if source.finished.is_set() and len(source.queue) == 0:
+            break
+        assert time.monotonic() < deadline, "the source neither finished nor produced"
+        wake.wait(0.05)
+        wake.clear()
+    source.join(TIMEOUT_S)
+    return source, frames, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def strictly_increasing(values: list[float]) -> bool:
+    return all(b > a for a, b in itertools.pairwise(values))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- synthetic ------------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic() -> None:
+    cfg = {"name": "syn", "uri": "synthetic://?width=48&height=32&fps=10&frames=6"}
+    _, first, _ = run_source(cfg)
+    _, second, _ = run_source(cfg)
+    assert [f.index for f in first] == list(range(6))
+    assert [f.pts for f in first] == [i / 10 for i in range(6)]
+    assert first[0].image.shape == (32, 48, 3)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+    assert not np.array_equal(first[0].image, first[1].image)  # the disc moves
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("width=wide", "synthetic source: bad parameter"),
+        ("width=8", "width and height must be >= 16 and fps > 0"),
+        ("fps=0", "width and height must be >= 16 and fps > 0"),
+    ],
+)
+def test_synthetic_bad_parameters(query: str, error: str) -> None:
+    source, frames, _ = run_source({"name": "syn", "uri": f"synthetic://?{query}"})
+    assert frames == []
+    assert source.error is not None
+    assert source.error.startswith(f"stream 'syn' (synthetic://?{query}): ")
+    assert error in source.error
+
+
+def test_fps_cap_drops_and_counts() -> None:
+    source, frames, metrics = run_source({"name": "syn", "uri": "synthetic://?width=16&height=16&frames=50", "fps": 5})
+    # 25 fps in, 5 fps out: every 5th frame, with gaps in the index that show the drops
+    assert [f.index for f in frames] == list(range(0, 50, 5))
+    assert [f.pts for f in frames] == [i / 25 for i in range(0, 50, 5)]
+    assert sample(metrics, "streamseg_frames_dropped_total", stream="syn", reason="fps_cap") == 40
+    assert sample(metrics, "streamseg_frames_dropped_total", stream="syn", reason="queue_full") == 0
+    assert source.frames_read == 50
+    assert source.error is None
+
+
+def test_live_queue_drops_the_oldest_and_counts() -> None:
+    # realtime makes a synthetic stream live: it paces at its fps and never blocks on a full queue
+    cfg = {"name": "live", "uri": "synthetic://?width=16&height=16&fps=1000", "realtime": True, "queue_size": 3}
+    source, frames, metrics = run_source(cfg, max_frames=20, consume=False)
+    assert source.live
+    assert [f.index for f in frames] == [17, 18, 19]
+    assert sample(metrics, "streamseg_frames_dropped_total", stream="live", reason="queue_full") == 17
+
+
+def test_realtime_synthetic_is_paced() -> None:
+    # 10 frames at 100 fps take at least 90 ms of stream time (a lower bound only: no speed claim)
+    started = time.monotonic()
+    _, frames, _ = run_source(
+        {"name": "live", "uri": "synthetic://?width=16&height=16&fps=100", "realtime": True}, max_frames=10
+    )
+    assert frames[-1].index == 9
+    assert time.monotonic() - started >= 0.09
+
+
+def test_frame_queue_back_pressure_and_drop_oldest() -> None:
+    image = np.zeros((2, 2, 3), np.uint8)
+    dropped: list[int] = []
+    frames = [Frame("q", i, i / 25, 0.0, 0.0, image) for i in range(4)]
+    stop = threading.Event()
+
+    live = FrameQueue(2, drop_oldest=True, notify=lambda: None, on_drop=lambda: dropped.append(1))
+    for f in frames:
+        assert live.put(f, stop)
+    assert len(dropped) == 2
+    assert [live.get_nowait().index, live.get_nowait().index] == [2, 3]  # type: ignore[union-attr]
+    assert live.get_nowait() is None
+
+    blocking = FrameQueue(2, drop_oldest=False, notify=lambda: None, on_drop=lambda: dropped.append(1))
+    assert blocking.put(frames[0], stop) and blocking.put(frames[1], stop)
+    stop.set()
+    assert blocking.put(frames[2], stop) is False  # full, and asked to stop: gives up instead of blocking
+    assert len(blocking) == 2 and len(dropped) == 2
+
+
+def test_stop_ends_a_blocked_endless_source() -> None:
+    metrics = Metrics()
+    source = Source(SourceConfig(name="syn", uri="synthetic://?width=16&height=16"), metrics, lambda: None)
+    source.start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(source.queue) < source.cfg.queue_size:  # a file-like source blocks on its full queue
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    source.stop()
+    assert source.finished.wait(5.0)
+    assert source.error is None
+    assert len(source.queue) == source.cfg.queue_size
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def test_file_source_reads_every_frame(bikes: Path) -> None:
+    source, frames, metrics = run_source({"name": "bikes", "uri": str(bikes)})
+    assert source.error is None
+    assert len(frames) == 250
+    assert [f.index for f in frames] == list(range(250))
+    assert strictly_increasing([f.pts for f in frames])
+    assert frames[0].pts == 0.0 and frames[-1].pts == pytest.approx(249 / 25)
+    assert all(f.image.shape == (272, 640, 3) and f.stream == "bikes" for f in frames[::50])
+    assert source.fps == 25.0
+    assert sample(metrics, "streamseg_stream_source_fps", stream="bikes") == 25.0
+    assert sample(metrics, "streamseg_frames_dropped_total", stream="bikes", reason="queue_full") == 0
+    assert sample(metrics, "streamseg_stream_up", stream="bikes") == 0  # down once it ended
+    assert sample(metrics, "streamseg_stage_seconds_count", stage="decode") == 250
+
+
+def test_file_uri_scheme(bikes: Path) -> None:
+    source, frames, _ = run_source({"name": "bikes", "uri": f"file://{bikes}"}, max_frames=3)
+    assert source.error is None
+    assert [f.index for f in frames] == [0, 1, 2]
+
+
+def test_looping_file_goes_on_with_monotonic_pts(bikes: Path) -> None:
+    source, frames, _ = run_source({"name": "bikes", "uri": str(bikes), "loop": True}, max_frames=300)
+    assert source.error is None
+    assert len(frames) == 300
+    assert [f.index for f in frames] == list(range(300))
+    assert strictly_increasing([f.pts for f in frames])
+    assert frames[250].pts == pytest.approx(250 / 25)  # the second pass continues the clock
+    np.testing.assert_array_equal(frames[250].image, frames[0].image)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "missing.mp4"
+    source, frames, _ = run_source({"name": "clip", "uri": str(path)})
+    assert frames == []
+    assert source.error is not None
+    assert source.error.startswith(f"stream 'clip' ({path}): ")
+    assert "\n" not in source.error
+    assert source.finished.is_set()
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(bytes(range(256)) * 64)
+    source, frames, _ = run_source({"name": "clip", "uri": str(path)})
+    assert frames == []
+    assert source.error is not None
+    assert source.error.startswith(f"stream 'clip' ({path}): ")
+    assert "\n" not in source.error
+
+
+def test_cut_file_fails_cleanly(tmp_path: Path, bikes: Path) -> None:
+    # The clip's index (moov atom) sits at its end, as in most recordings: a cut copy has none.
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(bikes.read_bytes()[:400_000])
+    source, frames, _ = run_source({"name": "clip", "uri": str(path)})
+    assert frames == []
+    assert source.error == f"stream 'clip' ({path}): Invalid data found when processing input"
+
+
+# --- live sources that fail -----------------------------------------------------------------
+
+
+def test_rtsp_closed_port_gives_up_without_leaking_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    cfg = {
+        "name": "cam",
+        "uri": f"rtsp://admin:Hunter2Secret@127.0.0.1:{port}/live",
+        "timeouts": {"open_s": 2, "read_s": 2},
+        "reconnect": {"max_attempts": 1, "initial_s": 0.05},
+    }
+    source, frames, metrics = run_source(cfg)
+    assert frames == []
+    assert source.error is not None
+    assert source.error.startswith(f"stream 'cam' (rtsp://admin:***@127.0.0.1:{port}/live): ")
+    assert "gave up after 2 failure(s) in a row; last: Connection refused" in source.error
+    assert sample(metrics, "streamseg_stream_reconnects_total", stream="cam") == 1
+    assert sample(metrics, "streamseg_stream_up", stream="cam") == 0
+    assert caplog.records, "the failures were not logged"
+    for text in [source.error, *(r.getMessage() for r in caplog.records)]:
+        assert "Hunter2Secret" not in text
+
+
+def test_missing_camera_fails_cleanly() -> None:
+    cfg = {
+        "name": "cam",
+        "uri": "/dev/video99",
+        "timeouts": {"open_s": 1, "read_s": 1},
+        "reconnect": {"max_attempts": 0},
+    }
+    source, frames, metrics = run_source(cfg)
+    assert source.live
+    assert frames == []
+    assert source.error is not None
+    assert source.error.startswith("stream 'cam' (/dev/video99): gave up after 1 failure(s) in a row; last: ")
+    assert sample(metrics, "streamseg_stream_reconnects_total", stream="cam") == 0
+
+
+def test_rtsp_bad_port_fails_without_leaking_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    # Redacting a URI whose port is not a number once raised inside the reader's error handling.
+    caplog.set_level(logging.DEBUG)
+    cfg = {
+        "name": "cam",
+        "uri": "rtsp://admin:Hunter2Secret@127.0.0.1:notaport/live",
+        "timeouts": {"open_s": 2, "read_s": 2},
+        "reconnect": {"max_attempts": 0},
+    }
+    source, frames, _ = run_source(cfg)
+    assert frames == []
+    assert source.error.startswith(
+        "stream 'cam' (rtsp://admin:***@127.0.0.1:notaport/live): gave up after 1 failure(s) in a row; last: "
+    )
+    assert all("Hunter2Secret" not in r.getMessage() for r in caplog.records)
