@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
-from .errors import ConfigError, StreamsegError
+from .errors import BackendError, ConfigError, StreamsegError
 from .uri import help_text
 
 log = logging.getLogger("streamseg")
@@ -81,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="ONNX file to write (sidecar goes beside it)")
     ex.add_argument("--logits", action="store_true", help="output logits instead of an in-graph argmax")
     ex.add_argument("--opset", type=int, default=17)
+    be = sub.add_parser("build-engine", help="build (or check) the TensorRT engine of a model on this GPU")
+    be.add_argument("model", help="bundled name, sidecar or ONNX file")
+    be.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    be.add_argument("--max-batch", type=int, default=4, help="largest batch of the optimization profile")
+    be.add_argument("--opt-batch", type=int, default=None, help="batch TensorRT tunes for (default: max)")
+    be.add_argument("--workspace-mb", type=int, default=1024)
+    be.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core (GPU fallback on)")
+    be.add_argument("--calibration", default=None, help="INT8: images folder or video for calibration")
+    be.add_argument("--calibration-frames", type=int, default=200)
+    be.add_argument("--cache-dir", default="engines")
+    be.add_argument("--min-agreement", type=float, default=0.99, help="pixel agreement with ONNX Runtime")
     sub.add_parser("doctor", help="report codecs, ONNX Runtime providers, CUDA/TensorRT presence")
     return p
 
@@ -242,6 +253,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .backends.tensorrt import TensorRTBackend
+    from .config import CalibrationConfig, TensorRTConfig
+    from .contract import load_model
+
+    try:
+        settings = TensorRTConfig(
+            precision=args.precision,
+            opt_batch=args.opt_batch,
+            workspace_mb=args.workspace_mb,
+            dla_core=args.dla_core,
+            cache_dir=args.cache_dir,
+            rebuild=True,
+            min_agreement=args.min_agreement,
+            calibration=CalibrationConfig(data=args.calibration, frames=args.calibration_frames)
+            if args.calibration
+            else None,
+        )
+    except ValidationError as e:
+        raise ConfigError(f"usage: {e.errors()[0]['msg']}") from None
+    model = load_model(args.model)
+    why = TensorRTBackend.model_unsupported_reason(model) or TensorRTBackend.unavailable_reason("cuda")
+    if why:
+        raise BackendError(f"build-engine: {why}")
+    backend = TensorRTBackend(model, "cuda", 0, args.max_batch, settings)
+    with backend:
+        state = "built and passed the accuracy gate" if backend.built else "up to date (key matches)"
+        print(f"{backend.engine_path}: {state}")
+    return 0
+
+
 def _cmd_doctor(_args: argparse.Namespace) -> int:
     from .doctor import report
 
@@ -258,9 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        command = {"run": _cmd_run, "validate": _cmd_validate, "models": _cmd_models, "doctor": _cmd_doctor}[
-            args.command
-        ]
+        command = {
+            "run": _cmd_run,
+            "validate": _cmd_validate,
+            "models": _cmd_models,
+            "doctor": _cmd_doctor,
+            "train": _cmd_train,
+            "eval": _cmd_eval,
+            "export": _cmd_export,
+            "build-engine": _cmd_build_engine,
+        }[args.command]
         return command(args)
     except StreamsegError as e:
         print(f"streamseg: error: {e}", file=sys.stderr)

@@ -81,6 +81,33 @@ BackendName = Literal["onnxruntime", "tensorrt", "torch"]
 _DEFAULT_ORDER: tuple[BackendName, ...] = ("tensorrt", "torch", "onnxruntime")
 
 
+class CalibrationConfig(_Strict):
+    data: str = Field(description="folder of images, or a video file/URI whose first frames are used")
+    frames: int = Field(200, ge=1, description="frames fed to the INT8 calibrator")
+    batch: int = Field(8, ge=1, description="calibration batch size")
+    cache: str | None = Field(None, description="calibration cache file; default: next to the engine")
+
+
+class TensorRTConfig(_Strict):
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
+    opt_batch: int | None = Field(None, ge=1, description="batch TensorRT tunes for; default: batch.max_batch")
+    workspace_mb: int = Field(1024, ge=16, description="builder workspace limit")
+    dla_core: int | None = Field(None, ge=0, description="Jetson DLA core, with GPU fallback; null = GPU only")
+    cache_dir: str = Field("engines", description="where engines, sidecars and the timing cache live")
+    rebuild: bool = Field(True, description="rebuild a cached engine whose key does not match; false = refuse")
+    min_agreement: float = Field(
+        0.99, ge=0, le=1, description="pixel agreement with ONNX Runtime a new engine needs to go live"
+    )
+    gate_frames: int = Field(8, ge=1, description="frames compared with ONNX Runtime after a build")
+    calibration: CalibrationConfig | None = Field(None, description="INT8 calibration input (precision int8)")
+
+    @model_validator(mode="after")
+    def _int8_needs_data(self) -> TensorRTConfig:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs a calibration section (data: images folder or video)")
+        return self
+
+
 class ModelConfig(_Strict):
     path: str = Field(description="bundled model name or path to a sidecar (.json/.yaml) or .onnx")
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
@@ -92,6 +119,7 @@ class ModelConfig(_Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
     threads: int = Field(0, ge=0, description="CPU inference threads; 0 = library default")
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT engine settings")
 
 
 class BatchConfig(_Strict):

@@ -151,6 +151,7 @@ class Pipeline:
             cfg.model.device,
             cfg.model.threads,
             cfg.batch.max_batch,
+            {"tensorrt": cfg.model.tensorrt},
         )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description

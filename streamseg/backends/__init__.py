@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 from ..contract import LoadedModel
 from ..errors import BackendError
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("streamseg.backends.onnxruntime", "OnnxRuntimeBackend"),
     "torch": ("streamseg.backends.torch", "TorchBackend"),
+    "tensorrt": ("streamseg.backends.tensorrt", "TensorRTBackend"),
 }
 
 
@@ -29,7 +31,13 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def select_backend(
-    choice: str, prefer: list[str], model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1
+    choice: str,
+    prefer: list[str],
+    model: LoadedModel,
+    device: str = "auto",
+    threads: int = 0,
+    max_batch: int = 1,
+    options: dict[str, Any] | None = None,
 ) -> Backend:
     """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``."""
     names = [choice] if choice != "auto" else list(prefer)
@@ -43,7 +51,7 @@ def select_backend(
         why = cls.model_unsupported_reason(model) or cls.unavailable_reason(device)
         if why is None:
             log.info("backend %s selected", name)
-            return cls(model, device=device, threads=threads, max_batch=max_batch)
+            return cls(model, device=device, threads=threads, max_batch=max_batch, options=(options or {}).get(name))
         reasons.append(f"{name}: {why}")
         log.info("backend %s skipped: %s", name, why)
     raise BackendError("no usable backend: " + "; ".join(reasons))

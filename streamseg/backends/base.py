@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import time
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,8 +23,11 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1) -> None:
+    def __init__(
+        self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1, options: Any = None
+    ) -> None:
         self.model = model
+        self.options = options  # backend-specific settings (TensorRT: config.TensorRTConfig)
         self.contract = model.contract
         self.device = device
         self.threads = threads
