@@ -1,0 +1,72 @@
+"""Pre- and post-processing as torch tensor ops, for frames that live on a GPU.
+
+Each function mirrors a CPU function and is tested against it: ``preprocess`` (resize, channel
+order, normalize, layout), ``area_ratios`` (class histogram) and ``blend`` (colorize, nearest
+upscale, alpha blend through the painted mask). Labels match exactly (the nearest-neighbour
+indices are computed the way OpenCV computes them); overlay pixels match within 1 (float32 vs
+OpenCV's fixed-point arithmetic). With these, a frame crosses the bus once each way: the uint8
+frame up, the uint8 overlay down. torch comes through ``streamseg.models._torch``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .contract import InputSpec
+from .models._torch import F, Tensor, torch
+from .overlay import Palette
+
+
+@lru_cache(maxsize=64)
+def _nearest_index(src: int, dst: int) -> np.ndarray:
+    # OpenCV's INTER_NEAREST: sx = floor(x * (1 / (dst / src))) in double precision.
+    ifx = 1.0 / (dst / src)
+    return np.minimum(np.floor(np.arange(dst) * ifx).astype(np.int64), src - 1)
+
+
+def resize_labels(class_map: Tensor, height: int, width: int) -> Tensor:
+    """Nearest-neighbour upscale of (h, w) labels, index-for-index equal to cv2.INTER_NEAREST."""
+    h, w = class_map.shape[-2:]
+    if (h, w) == (height, width):
+        return class_map
+    rows = torch.from_numpy(_nearest_index(h, height)).to(class_map.device)
+    cols = torch.from_numpy(_nearest_index(w, width)).to(class_map.device)
+    return class_map.index_select(-2, rows).index_select(-1, cols)
+
+
+def preprocess(frames: Tensor, spec: InputSpec) -> Tensor:
+    """uint8 BGR frames (N, H, W, 3) on any device -> the contract's float32 batch on that device."""
+    x = frames.permute(0, 3, 1, 2).float()  # NCHW for interpolate
+    if x.shape[-2:] != (spec.height, spec.width):
+        # bilinear without antialiasing and with half-pixel centers: what cv2.INTER_LINEAR does
+        x = F.interpolate(x, size=(spec.height, spec.width), mode="bilinear", align_corners=False, antialias=False)
+    if spec.color == "RGB":
+        x = x.flip(1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous() if spec.layout == "NCHW" else x.permute(0, 2, 3, 1).contiguous()
+
+
+def area_ratios(class_map: Tensor, num_classes: int) -> Tensor:
+    """Per-class fraction of the class map's pixels (float64), like ``postprocess.area_ratios``."""
+    counts = torch.bincount(class_map.reshape(-1).long(), minlength=num_classes)
+    return counts.double() / class_map.numel()
+
+
+def blend(frame: Tensor, class_map: Tensor, palette: Palette, alpha: float) -> Tensor:
+    """(H, W, 3) uint8 frame and (h, w) labels -> the blended overlay, like ``overlay.blend``."""
+    h, w = frame.shape[:2]
+    lut = torch.from_numpy(palette.lut).to(frame.device)
+    big = resize_labels(class_map, h, w).long()
+    bgra = lut[big]  # (H, W, 4)
+    painted = bgra[..., 3:4] > 0
+    mixed = torch.round(frame.float() * (1.0 - alpha) + bgra[..., :3].float() * alpha).clamp_(0, 255).to(torch.uint8)
+    return torch.where(painted, mixed, frame)
+
+
+def to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
+    return np.asarray(t.detach().cpu().numpy())
