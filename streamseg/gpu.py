@@ -24,7 +24,8 @@ from .overlay import Palette
 def _nearest_index(src: int, dst: int) -> np.ndarray:
     # OpenCV's INTER_NEAREST: sx = floor(x * (1 / (dst / src))) in double precision.
     ifx = 1.0 / (dst / src)
-    return np.minimum(np.floor(np.arange(dst) * ifx).astype(np.int64), src - 1)
+    index: np.ndarray = np.minimum(np.floor(np.arange(dst) * ifx).astype(np.int64), src - 1)
+    return index
 
 
 def resize_labels(class_map: Tensor, height: int, width: int) -> Tensor:
