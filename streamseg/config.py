@@ -51,6 +51,10 @@ class SourceConfig(_Strict):
     loop: bool = Field(False, description="files: start again at the end")
     realtime: bool = Field(False, description="files: pace frames at their timestamps")
     queue_size: int = Field(4, ge=1, le=256, description="frames buffered between reader and batcher")
+    decoder: Literal["auto", "ffmpeg", "gstreamer"] = Field(
+        "auto",
+        description="rtsp/files: auto = GStreamer's hardware decoder on Jetson, FFmpeg elsewhere",
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="network and watchdog timeouts")
     reconnect: Reconnect = Field(default_factory=Reconnect, description="live-source reconnection")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,6 +228,10 @@ class Source:
         t = self.cfg.timeouts
         kind, target = self.uri.kind, self.uri.target
         try:
+            if kind in ("file", "rtsp") and self._use_gstreamer():
+                from .gst import GstReader, hardware_decoder
+
+                return GstReader(kind, target, t.read_s, hardware_decoder())
             if kind == "file":
                 return _AvReader(target, {}, None, self.cfg.loop)
             if kind == "rtsp":
@@ -239,6 +244,17 @@ class Source:
             raise
         except Exception as e:  # FFmpeg/OpenCV raise many types for unreadable input
             raise SourceError(describe_error(e)) from None
+
+    def _use_gstreamer(self) -> bool:
+        if self.cfg.decoder == "gstreamer":
+            if self.cfg.loop:
+                raise SourceError("decoder: gstreamer does not loop files; use decoder: ffmpeg")
+            return True
+        if self.cfg.decoder == "ffmpeg" or self.cfg.loop or not os.path.exists("/etc/nv_tegra_release"):
+            return False  # only Jetson has a hardware decoder worth leaving FFmpeg for
+        from .gst import hardware_decoder
+
+        return hardware_decoder() is not None
 
     def _run(self) -> None:
         delay = self.cfg.reconnect.initial_s

@@ -1,0 +1,66 @@
+"""GStreamer decoding: the pipeline strings, and real decoding with GStreamer's software decoder
+(the Jetson chain nvv4l2decoder + nvvidconv is the same pipeline with another decoder; it runs
+only on Jetson and is not executed here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamseg import gst
+from streamseg.config import SourceConfig
+from streamseg.media import VideoInput
+from streamseg.metrics import Metrics
+from streamseg.sources import Source
+
+CLIP = Path(__file__).resolve().parents[1] / "samples" / "bikes.mp4"
+
+
+def test_pipeline_strings() -> None:
+    hw = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx"
+    s = gst.pipeline_string("rtsp", "rtsp://cam/stream", hw, latency_ms=100)
+    assert s.startswith('rtspsrc location="rtsp://cam/stream" protocols=tcp latency=100')
+    assert "parsebin ! nvv4l2decoder ! nvvidconv" in s and s.endswith("sync=false emit-signals=false")
+    assert "decodebin" in gst.pipeline_string("file", "/a.mp4", None)
+
+
+@pytest.fixture
+def need_gst() -> None:
+    if not gst.has_element("decodebin") or not gst.has_element("avdec_h264"):
+        pytest.skip("GStreamer with python3-gi and gstreamer1.0-libav is not installed")
+
+
+def _read(cfg: dict[str, object]) -> tuple[Source, list[np.ndarray]]:
+    metrics = Metrics()
+    source = Source(SourceConfig.model_validate(cfg), metrics, lambda: None)
+    source.start()
+    frames = []
+    while not (source.finished.is_set() and len(source.queue) == 0):
+        frame = source.queue.get_nowait()
+        if frame is None:
+            source.finished.wait(0.01)
+            continue
+        frames.append(frame.image)
+    source.join(5)
+    return source, frames
+
+
+def test_gstreamer_decodes_the_clip_like_ffmpeg(need_gst: None) -> None:
+    source, frames = _read({"name": "g", "uri": str(CLIP), "decoder": "gstreamer", "queue_size": 16})
+    assert source.error is None
+    assert len(frames) == 250
+    video = VideoInput(str(CLIP))
+    reference = [img for img, _ in video.frames()]
+    video.close()
+    # same H.264 decoder (libavcodec); only the YUV->BGR conversion differs between the two
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, reference, strict=True)]
+    assert max(diffs) < 3.0
+
+
+def test_gstreamer_missing_file_is_a_one_line_error(need_gst: None, tmp_path: Path) -> None:
+    source, frames = _read({"name": "g", "uri": str(tmp_path / "none.mp4"), "decoder": "gstreamer"})
+    assert frames == []
+    assert source.error is not None and source.error.startswith(f"stream 'g' ({tmp_path}/none.mp4): ")
+    assert "\n" not in source.error
