@@ -52,6 +52,7 @@ class SegResult:
     frame: Frame
     class_map: np.ndarray  # uint8 (h, w) class indices at the model's output resolution
     area_ratio: np.ndarray  # float64 (num_classes,), sums to 1 over all pixels of class_map
+    overlay: np.ndarray | None = None  # blend already rendered where the frame was (GPU path)
 
     def __post_init__(self) -> None:
         cm = self.class_map

@@ -69,5 +69,35 @@ def blend(frame: Tensor, class_map: Tensor, palette: Palette, alpha: float) -> T
     return torch.where(painted, mixed, frame)
 
 
+class DeviceFrames:
+    """One batch's frames kept on the device from preprocess to overlay, so each frame crosses the
+    bus once up (uint8) and its overlay once down (uint8); class histograms are computed there too."""
+
+    def __init__(self, device: Any, spec: InputSpec, palette: Palette, alpha: float, blend_overlay: bool) -> None:
+        self.device, self.spec, self.palette, self.alpha = device, spec, palette, alpha
+        self.blend_overlay = blend_overlay
+        self.frames: list[Tensor] = []
+
+    def preprocess(self, images: list[np.ndarray]) -> Tensor:
+        """Upload each uint8 frame once (pinned, asynchronous) and preprocess it on the device."""
+        pin = torch.device(self.device).type == "cuda"  # pinned memory makes the copy asynchronous
+        self.frames = [
+            (torch.from_numpy(img).pin_memory() if pin else torch.from_numpy(img)).to(self.device, non_blocking=True)
+            for img in images
+        ]
+        # frames of different streams may differ in size: resize each, then stack
+        return torch.cat([preprocess(f.unsqueeze(0), self.spec) for f in self.frames])
+
+    def finish(self, labels: Tensor, num_classes: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per frame: (area ratios, blended overlay or None) from the device class maps."""
+        out = []
+        for frame, cmap in zip(self.frames, labels, strict=True):
+            ratios = to_numpy(area_ratios(cmap, num_classes))
+            overlay = to_numpy(blend(frame, cmap, self.palette, self.alpha)) if self.blend_overlay else None
+            out.append((ratios, overlay))
+        self.frames = []
+        return out
+
+
 def to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
     return np.asarray(t.detach().cpu().numpy())

@@ -79,9 +79,7 @@ def colorize(
     Both results live in ``scratch`` when given: use them before the next call.
     """
     scratch = scratch or Scratch()
-    small = palette.lut[class_map]  # (h, w, 4) at model resolution: cheap
-    big = scratch.get("bgra", (height, width, 4))
-    cv2.resize(small, (width, height), dst=big, interpolation=cv2.INTER_NEAREST)
+    big = _upscaled_bgra(class_map, palette, width, height, scratch)
     color = scratch.get("bgr", (height, width, 3))
     cv2.cvtColor(big, cv2.COLOR_BGRA2BGR, dst=color)
     mask = scratch.get("mask", (height, width))
@@ -89,16 +87,53 @@ def colorize(
     return color, mask
 
 
+def _upscaled_bgra(class_map: np.ndarray, palette: Palette, width: int, height: int, scratch: Scratch) -> np.ndarray:
+    small = np.take(palette.lut, class_map, axis=0)  # (h, w, 4); np.take is ~10x faster than lut[map]
+    big = scratch.get("bgra", (height, width, 4))
+    cv2.resize(small, (width, height), dst=big, interpolation=cv2.INTER_NEAREST)
+    return big
+
+
+def _painted_rows_cols(painted: np.ndarray, size: int, src: int) -> tuple[int, int]:
+    """Full-resolution [start, stop) covering the model-resolution span where ``painted`` is true,
+    using OpenCV's nearest mapping (src index = floor(dst * src / size)), widened by one pixel."""
+    idx = np.flatnonzero(painted)
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    start = max(0, int(np.floor(lo * size / src)) - 1)
+    stop = min(size, int(np.ceil(hi * size / src)) + 1)
+    return start, stop
+
+
 def blend(
     image: np.ndarray, class_map: np.ndarray, palette: Palette, alpha: float, scratch: Scratch | None = None
 ) -> np.ndarray:
-    """Alpha-blend class colors over painted pixels. Writes into ``image`` and returns it."""
+    """Alpha-blend class colors over painted pixels. Writes into ``image`` and returns it.
+
+    Work is confined to the bounding box of the painted pixels (found at model resolution), and
+    the mask pass is skipped when every pixel in that box is painted.
+    """
     scratch = scratch or Scratch()
     h, w = image.shape[:2]
-    color, mask = colorize(class_map, palette, w, h, scratch)
-    mixed = scratch.get("mixed", (h, w, 3))
-    cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0, dst=mixed)
-    cv2.copyTo(mixed, mask, image)
+    painted_small = np.take(palette.lut[:, 3], class_map) > 0
+    rows, cols = painted_small.any(axis=1), painted_small.any(axis=0)
+    if not rows.any():
+        return image  # nothing to paint (e.g. only background in view)
+    big = _upscaled_bgra(class_map, palette, w, h, scratch)
+    y0, y1 = _painted_rows_cols(rows, h, class_map.shape[0])
+    x0, x1 = _painted_rows_cols(cols, w, class_map.shape[1])
+    region = image[y0:y1, x0:x1]
+    rh, rw = y1 - y0, x1 - x0
+    # views into full-size scratch buffers: the box changes every frame, the buffers must not
+    color = scratch.get("bgr", (h, w, 3))[:rh, :rw]
+    cv2.cvtColor(big[y0:y1, x0:x1], cv2.COLOR_BGRA2BGR, dst=color)
+    if painted_small.all():
+        cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=region)
+        return image
+    mask = scratch.get("mask", (h, w))[:rh, :rw]
+    cv2.extractChannel(big[y0:y1, x0:x1], 3, dst=mask)
+    mixed = scratch.get("mixed", (h, w, 3))[:rh, :rw]
+    cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=mixed)
+    cv2.copyTo(mixed, mask, region)
     return image
 
 

@@ -26,7 +26,7 @@ from .errors import OutputError, StreamsegError
 from .frames import Batch, SegResult
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
-from .overlay import Palette, Scratch, make_palette, render
+from .overlay import Palette, Scratch, draw_legend, make_palette, render
 from .postprocess import Smoother, area_ratios, to_class_maps
 from .preprocess import preprocess
 from .server import HttpServer, LiveHub
@@ -96,7 +96,11 @@ class StreamWorker:
                 if sink.wants_raw and i not in self._disabled:
                     self._write(i, sink, result, None)
             image = None
-            if wants_overlay:
+            if wants_overlay and result.overlay is not None:  # blended on the GPU already
+                image = result.overlay
+                if ov.legend:
+                    draw_legend(image, self.palette, result.area_ratio)
+            elif wants_overlay:
                 start = time.perf_counter()
                 image = render(
                     result.frame.image,
@@ -205,6 +209,10 @@ class Pipeline:
         h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
         deadline = None if self.duration is None else time.monotonic() + self.duration
         next_watch = 0.0
+        # On a GPU backend, frames are preprocessed, histogrammed and blended where the engine runs.
+        on_device = backend.device_frames(self.palette, cfg.overlay.alpha, cfg.overlay.mode == "blend")
+        if on_device is not None:
+            log.info("pre/post-processing on %s", backend.description)
         while not self.stop_event.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -222,18 +230,20 @@ class Pipeline:
             m.batch_size.observe(len(batch))
 
             t0 = time.perf_counter()
-            tensor = preprocess([f.image for f in batch.frames], c.input)
+            images = [f.image for f in batch.frames]
+            tensor = preprocess(images, c.input) if on_device is None else on_device.preprocess(images)
             t1 = time.perf_counter()
             output = backend.infer(tensor)
             t2 = time.perf_counter()
             maps = to_class_maps(output, c)
+            device_done = None if on_device is None else on_device.finish(backend.last_labels, c.num_classes)
             results = []
-            for frame, cmap in zip(batch.frames, maps, strict=True):
-                ratios = area_ratios(cmap, c.num_classes)
+            for i, (frame, cmap) in enumerate(zip(batch.frames, maps, strict=True)):
+                ratios, overlay = (area_ratios(cmap, c.num_classes), None) if device_done is None else device_done[i]
                 shown = smoother.update(frame.stream, ratios)
                 for name, value in zip(c.class_names, shown, strict=True):
                     m.class_area.labels(frame.stream, name).set(float(value))
-                results.append(SegResult(frame, np.ascontiguousarray(cmap), ratios))
+                results.append(SegResult(frame, np.ascontiguousarray(cmap), ratios, overlay))
             t3 = time.perf_counter()
             h_pre.observe(t1 - t0)
             h_inf.observe(t2 - t1)

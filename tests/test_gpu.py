@@ -88,3 +88,20 @@ def test_blend_within_one(device: str, classes: int) -> None:
     assert diff.max() <= 1
     background = cpu_resize_labels(labels, 1920, 1080) == 0
     assert np.array_equal(got[background], frame[background])  # see-through class untouched, exactly
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_frames_batch_of_mixed_sizes(device: str) -> None:
+    """The pipeline's device path: frames of two sizes up, ratios and overlays down."""
+    palette = make_palette(["background", "person"], [(0, 0, 0), (255, 56, 56)])
+    spec = InputSpec(name="input", layout="NHWC", height=144, width=256, color="RGB", std=(255.0, 255.0, 255.0))
+    images = [_frame(272, 640, 5), _frame(720, 1280, 6)]
+    path = gpu.DeviceFrames(torch.device(device), spec, palette, 0.5, blend_overlay=True)
+    x = path.preprocess(images)
+    assert np.abs(gpu.to_numpy(x) - cpu_preprocess(images, spec)).max() <= 1.01 / 255
+    labels = (x[..., 0] > 0.5).to(torch.uint8)  # any class map on the device will do
+    done = path.finish(labels, 2)
+    for image, cmap, (ratios, overlay) in zip(images, gpu.to_numpy(labels), done, strict=True):
+        assert np.array_equal(ratios, cpu_area_ratios(cmap, 2))
+        want = cpu_blend(image.copy(), cmap, palette, 0.5, Scratch())
+        assert overlay is not None and np.abs(overlay.astype(int) - want.astype(int)).max() <= 1

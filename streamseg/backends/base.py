@@ -22,6 +22,7 @@ class Backend(abc.ABC):
     """Runs one model on batches of preprocessed frames; subclasses write ``_load``/``_infer``."""
 
     name: ClassVar[str]
+    last_labels: Any = None  # device class maps of the last batch, for backends with device_frames()
 
     def __init__(
         self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1, options: Any = None
@@ -76,6 +77,11 @@ class Backend(abc.ABC):
         self._loaded = False
         self._close()
 
+    def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
+        """A ``streamseg.gpu.DeviceFrames`` when this backend runs on a GPU and takes device tensors;
+        None (the default) keeps pre/post-processing on the CPU."""
+        return None
+
     def warmup(self, runs: int = 2) -> None:
         """Run zeros through the graph so the first real frame does not pay for allocation."""
         shape = expected_input_shape(self.contract, 1)
@@ -88,7 +94,8 @@ class Backend(abc.ABC):
         if not self._loaded:
             raise BackendError(f"{self.name}: infer() called outside 'with backend:'")
         want = expected_input_shape(self.contract, batch.shape[0] if batch.ndim else None)
-        if batch.shape != want or batch.dtype != np.float32:
+        # numpy on CPU; a torch tensor when the frames were preprocessed on the backend's device
+        if tuple(batch.shape) != want or str(batch.dtype) not in ("float32", "torch.float32"):
             raise BackendError(f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}")
         if batch.shape[0] > self.max_batch:
             raise BackendError(f"{self.name}: batch of {batch.shape[0]} exceeds max_batch {self.max_batch}")

@@ -54,6 +54,9 @@ class OnnxRuntimeBackend(Backend):
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        # Idle intra-op workers spin-wait by default and take the core that decoding and encoding
+        # need; measured on 2 cores: 141 -> ~200 pipeline FPS with spinning off (docs/benchmarks.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]

@@ -106,15 +106,24 @@ class TorchBackend(Backend):
         dev = getattr(self, "_device", None)
         return f"torch ({dev}{', fp16' if dev is not None and dev.type == 'cuda' and self.fp16 else ''})"
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
+        if self._device.type != "cuda":
+            return None
+        from ..gpu import DeviceFrames
+
+        return DeviceFrames(self._device, self.contract.input, palette, alpha, blend_overlay)
+
+    def _infer(self, batch: Any) -> np.ndarray:
         from ..models._torch import torch
 
         try:
             with torch.inference_mode():
-                x = torch.from_numpy(batch).to(self._device, non_blocking=True)
+                x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
+                x = x.to(self._device, non_blocking=True)
                 if self._device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 labels = self._forward(x).argmax(dim=1).to(torch.uint8)
+                self.last_labels = labels  # device class maps for DeviceFrames.finish
                 return np.asarray(labels.cpu().numpy())
         except RuntimeError as e:
             raise BackendError(f"torch failed on a batch of {batch.shape[0]}: {str(e).splitlines()[0]}") from None
