@@ -115,8 +115,8 @@ def blend(
     scratch = scratch or Scratch()
     h, w = image.shape[:2]
     painted_small: np.ndarray = np.take(palette.lut[:, 3], class_map) > 0
-    rows: np.ndarray = painted_small.any(axis=1)
-    cols: np.ndarray = painted_small.any(axis=0)
+    rows = np.asarray(painted_small.any(axis=1))
+    cols = np.asarray(painted_small.any(axis=0))
     if not rows.any():
         return image  # nothing to paint (e.g. only background in view)
     big = _upscaled_bgra(class_map, palette, w, h, scratch)
