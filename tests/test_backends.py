@@ -31,7 +31,7 @@ def test_auto_skips_missing_backends_with_reasons(
     skipped = [m for m in messages if "skipped" in m]
     for name in ("tensorrt", "torch"):
         if name not in REGISTRY:
-            assert f"backend {name} skipped: not part of this build yet" in skipped
+            assert f"backend {name} skipped: not part of this build" in skipped
     assert any(m.startswith("backend tensorrt skipped: ") for m in skipped)
     assert any(m.startswith("backend torch skipped: ") for m in skipped)
     assert messages[-1] == "backend onnxruntime selected"
@@ -44,9 +44,9 @@ def test_explicit_choice_ignores_prefer(make_model: Callable[..., LoadedModel]) 
 @pytest.mark.parametrize(
     ("choice", "prefer", "error"),
     [
-        ("tensorflow", [], "no usable backend: tensorflow: not part of this build yet"),
+        ("tensorflow", [], "no usable backend: tensorflow: not part of this build"),
         ("auto", [], "no usable backend: "),
-        ("auto", ["nope", "zilch"], "no usable backend: nope: not part of this build yet; zilch: not part"),
+        ("auto", ["nope", "zilch"], "no usable backend: nope: not part of this build; zilch: not part"),
     ],
 )
 def test_no_usable_backend(make_model: Callable[..., LoadedModel], choice: str, prefer: list[str], error: str) -> None:

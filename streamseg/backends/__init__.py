@@ -39,19 +39,30 @@ def select_backend(
     max_batch: int = 1,
     options: dict[str, Any] | None = None,
 ) -> Backend:
-    """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``."""
+    """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``.
+
+    With ``device: auto``, GPU-capable backends are tried on the GPU first; only when none of the
+    list can run does a second pass accept the CPU (so a torch checkpoint still runs on a laptop,
+    but never ahead of ONNX Runtime when both could).
+    """
     names = [choice] if choice != "auto" else list(prefer)
-    reasons: list[str] = []
+    reasons: dict[str, str] = {}
     for name in names:
         if name not in REGISTRY:
-            reasons.append(f"{name}: not part of this build yet")
-            log.info("backend %s skipped: not part of this build yet", name)
-            continue
-        cls = backend_class(name)
-        why = cls.model_unsupported_reason(model) or cls.unavailable_reason(device)
-        if why is None:
-            log.info("backend %s selected", name)
-            return cls(model, device=device, threads=threads, max_batch=max_batch, options=(options or {}).get(name))
-        reasons.append(f"{name}: {why}")
-        log.info("backend %s skipped: %s", name, why)
-    raise BackendError("no usable backend: " + "; ".join(reasons))
+            reasons[name] = "not part of this build"
+            log.info("backend %s skipped: not part of this build", name)
+    passes = [device, "cpu"] if device == "auto" else [device]
+    for attempt in passes:
+        for name in (n for n in names if n in REGISTRY):
+            cls = backend_class(name)
+            why = cls.model_unsupported_reason(model) or cls.unavailable_reason(attempt)
+            if why is None:
+                log.info("backend %s selected%s", name, " (CPU fallback)" if attempt != device else "")
+                return cls(
+                    model, device=attempt, threads=threads, max_batch=max_batch, options=(options or {}).get(name)
+                )
+            if reasons.get(name, why) != why:
+                why = f"{reasons[name]}; on cpu: {why}"
+            reasons[name] = why
+            log.info("backend %s skipped%s: %s", name, " on cpu" if attempt != device else "", why)
+    raise BackendError("no usable backend: " + "; ".join(f"{n}: {w}" for n, w in reasons.items()))

@@ -10,6 +10,7 @@ Every network maps a float (N, 3, H, W) batch to logits (N, num_classes, H, W) a
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,9 +127,15 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     """Build a zoo network by name; ``num_classes`` defaults to its paper configuration."""
     info = network_info(name)
     module = importlib.import_module(f"{__name__}.{info.module}")
-    model: nn.Module = getattr(module, info.builder)(num_classes or info.paper_classes, **options)
+    builder = getattr(module, info.builder)
+    accepted = [p.name for p in inspect.signature(builder).parameters.values() if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"network {name}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})")
+    model: nn.Module = builder(num_classes or info.paper_classes, **options)
     return model
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, trainable_only: bool = True) -> int:
+    """Learned parameters, as papers count them (FCN's fixed bilinear upsampling is not learned)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
