@@ -9,6 +9,7 @@ and a mismatch is rebuilt (or refused when ``rebuild: false``) with the differin
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 from .contract import InputSpec
 from .errors import BackendError
 from .preprocess import preprocess
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,10 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def write_engine(engine: Path, blob: bytes, key: EngineKey, build_seconds: float) -> None:
-    """Engine first, sidecar last (both atomically): a sidecar never vouches for a torn engine."""
+    """Old sidecar out, engine in, new sidecar last (each step atomic): a sidecar only ever vouches
+    for the engine it was written with, never for a torn one or for its replacement."""
     engine.parent.mkdir(parents=True, exist_ok=True)
+    sidecar_path(engine).unlink(missing_ok=True)
     tmp = engine.with_suffix(".engine.tmp")
     tmp.write_bytes(blob)
     tmp.replace(engine)
@@ -88,6 +93,7 @@ def decide(engine: Path, needed: EngineKey, rebuild: bool) -> str:
             f"engine {engine}: {reason}, and tensorrt.rebuild is false: build it with "
             f"`streamseg build-engine` on this machine"
         )
+    log.info("engine %s: building it: %s", engine, reason)
     return "build"
 
 
@@ -108,6 +114,12 @@ class CalibrationBatches:
     def __len__(self) -> int:
         return len(self.images) // self.batch
 
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The shape of every batch: the input spec's layout at ``batch`` frames."""
+        s = self.spec
+        return (self.batch, 3, s.height, s.width) if s.layout == "NCHW" else (self.batch, s.height, s.width, 3)
+
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield preprocess(self.images[i * self.batch : (i + 1) * self.batch], self.spec)
@@ -115,7 +127,12 @@ class CalibrationBatches:
     @classmethod
     def from_folder(cls, folder: Path, spec: InputSpec, batch: int, limit: int = 500) -> CalibrationBatches:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        images = [img for p in files[:limit] if (img := cv2.imread(str(p), cv2.IMREAD_COLOR)) is not None]
+        images: list[np.ndarray] = []
+        for path in files:  # ``limit`` counts frames read, not files: an unreadable one is skipped
+            if len(images) >= limit:
+                break
+            if (img := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None:
+                images.append(img)
         if not images:
             raise BackendError(f"INT8 calibration: no readable images in {folder}")
         return cls(images, spec, batch)

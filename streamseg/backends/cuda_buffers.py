@@ -49,7 +49,12 @@ class CudaContext:
         self._ctx.pop()
 
     def stream(self) -> Any:
-        return self._cuda.Stream()
+        return new_stream()
+
+
+def new_stream() -> Any:
+    """A CUDA stream in the current context (pycuda needs one pushed: ``with CudaContext(...)``)."""
+    return _cuda().Stream()
 
 
 @dataclass

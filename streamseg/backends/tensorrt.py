@@ -15,6 +15,7 @@ README's backend matrix for where this has and has not been executed. Order of b
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import TensorRTConfig
-from ..contract import TensorInfo, sha256_file
+from ..contract import TensorInfo, check_io, sha256_file
 from ..doctor import cuda_driver
 from ..engines import CalibrationBatches, EngineKey, decide, engine_path, write_engine
 from ..errors import BackendError, MissingDependencyError, ModelError
@@ -105,35 +106,55 @@ def _progress_monitor(trt: Any) -> Any:
 
 
 def _calibrator(trt: Any, batches: CalibrationBatches, cache: Path) -> Any:
-    """INT8 entropy calibrator fed with preprocessed frames; the cache makes rebuilds skip calibration."""
-    from .cuda_buffers import allocate, to_device
+    """INT8 entropy calibrator fed with preprocessed frames; the cache makes rebuilds skip calibration.
+
+    TensorRT calls these methods from C++ where an escaping Python exception aborts the process
+    (the trampolines are ``noexcept``), so each one catches its own failure: ``get_batch`` ends the
+    calibration and keeps the error in ``self.error`` for ``build_engine`` to raise after the build.
+    """
+    from .cuda_buffers import allocate, new_stream, to_device
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._it = iter(batches)
-            first = next(iter(batches))
-            self._buf = allocate(first.shape, np.dtype(np.float32))
-            self._stream = None
+            self._buf = allocate(batches.shape, np.dtype(np.float32))
+            self._stream = new_stream()
+            self.error: BaseException | None = None
 
         def get_batch_size(self) -> int:
             return batches.batch
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self._it, None)
-            if batch is None:
+            try:
+                batch = next(self._it, None)
+                if batch is None:
+                    return None
+                np.copyto(self._buf.host, batch)
+                to_device(self._buf, self._stream, batch.nbytes)
+                # TensorRT reads the pointer as soon as this returns, on a stream of its own.
+                self._stream.synchronize()
+                return [self._buf.address]
+            except Exception as e:
+                self.error = e
                 return None
-            np.copyto(self._buf.host, batch)
-            to_device(self._buf, self._stream, batch.nbytes)
-            return [self._buf.address]
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache.is_file() else None
+            try:
+                return cache.read_bytes() if cache.is_file() else None
+            except OSError as e:
+                log.warning("INT8 calibration cache %s unreadable (%s): calibrating again", cache, e)
+                return None
 
         def write_calibration_cache(self, data: Any) -> None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(bytes(data))
-            log.info("INT8 calibration cache written to %s", cache)
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp")
+                tmp.write_bytes(bytes(data))
+                tmp.replace(cache)
+                log.info("INT8 calibration cache written to %s", cache)
+            except OSError as e:
+                log.warning("INT8 calibration cache %s not written: %s", cache, e)
 
     return _Calibrator()
 
@@ -166,12 +187,20 @@ def build_engine(
     config.add_optimization_profile(profile)
     if key.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers fall back to FP16, not FP32
+    calibrator = None
     if key.precision == "int8":
         if calibration is None or calibration_cache is None:
             raise BackendError("precision int8 needs calibration frames")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _calibrator(trt, calibration, calibration_cache)
-        config.set_calibration_profile(profile)
+        calibrator = _calibrator(trt, calibration, calibration_cache)
+        config.int8_calibrator = calibrator
+        # Calibration runs at the calibration profile's OPT shape (TensorRT overwrites its MIN and MAX
+        # with OPT), and every batch the calibrator hands over must have that shape: a profile of its
+        # own at the calibration batch size, whatever the inference profile's opt batch is.
+        b = calibration.batch
+        calibration_profile = builder.create_optimization_profile()
+        calibration_profile.set_shape(input_name, (b, c, h, w), (b, c, h, w), (b, c, h, w))
+        config.set_calibration_profile(calibration_profile)
     if key.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = key.dla_core
@@ -182,6 +211,8 @@ def build_engine(
     config.progress_monitor = _progress_monitor(trt)
     started = time.monotonic()
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and calibrator.error is not None:
+        raise BackendError(f"INT8 calibration failed: {calibrator.error}") from calibrator.error
     if serialized is None:
         raise BackendError(f"TensorRT could not build {onnx.name} ({key.precision}); see the streamseg.tensorrt log")
     timing_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +226,7 @@ class _Slot:
 
     def __init__(
         self,
-        engine: Any,
+        context: Any,
         names: list[str],
         shapes: dict[str, tuple[int, ...]],
         dtypes: dict[str, np.dtype[Any]],
@@ -203,7 +234,7 @@ class _Slot:
     ) -> None:
         from .cuda_buffers import allocate
 
-        self.context = engine.create_execution_context()
+        self.context = context
         self.stream = ctx.stream()
         self.buffers = {n: allocate(shapes[n], dtypes[n]) for n in names}
 
@@ -263,20 +294,25 @@ class TensorRTBackend(Backend):
             if built:
                 log.info("building TensorRT engine %s (%s)", path, key)
                 start = time.monotonic()
+                batches = self._calibration_batches()
                 blob = build_engine(
                     self.model.onnx_path,
                     self.contract.input.name,
                     (3, self.contract.input.height, self.contract.input.width),
                     key,
                     s,
-                    *self._calibration(path),
+                    batches,
+                    self._calibration_cache(path, key) if batches is not None else None,
                 )
                 write_engine(path, blob, key, time.monotonic() - start)
             self._runtime = trt.Runtime(_logger(trt))
+            if s.dla_core is not None:
+                self._runtime.DLA_core = s.dla_core  # which DLA core runs it; TensorRT's default is -1
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:
                 raise BackendError(f"engine {path}: TensorRT could not deserialize it (see the streamseg.tensorrt log)")
             inputs, outputs = self._describe(trt)
+            check_io(self.model, inputs, outputs)  # before TensorRT is asked for shapes the contract implies
             self._setup_slots(trt)
         self.engine_path = path
         self.built = built
@@ -285,21 +321,35 @@ class TensorRTBackend(Backend):
     def __enter__(self) -> Backend:
         super().__enter__()
         if self.built:
-            self._gate()
+            try:
+                self._gate()
+            except BaseException:
+                self.__exit__(*sys.exc_info())  # `with` never calls __exit__ when __enter__ raises
+                raise
         return self
 
-    def _calibration(self, path: Path) -> tuple[CalibrationBatches | None, Path | None]:
+    def _calibration_batches(self) -> CalibrationBatches | None:
+        """INT8 calibration frames from the configured folder or video; None unless precision is int8."""
         cal = self.settings.calibration
         if self.settings.precision != "int8" or cal is None:
-            return None, None
-        cache = Path(cal.cache) if cal.cache else path.with_suffix(".calib")
+            return None
         data = Path(cal.data)
-        batches = (
-            CalibrationBatches.from_folder(data, self.contract.input, cal.batch, cal.frames)
-            if data.is_dir()
-            else CalibrationBatches.from_video(cal.data, self.contract.input, cal.batch, cal.frames)
-        )
-        return batches, cache
+        if data.is_dir():
+            return CalibrationBatches.from_folder(data, self.contract.input, cal.batch, cal.frames)
+        return CalibrationBatches.from_video(cal.data, self.contract.input, cal.batch, cal.frames)
+
+    def _calibration_cache(self, engine: Path, key: EngineKey) -> Path:
+        """Where the INT8 calibration cache lives: ``calibration.cache``, else beside the engine.
+
+        TensorRT uses whatever cache it is handed, and the scales in it are only right for one graph
+        and one calibration set, so the default name carries a hash of both: a changed ONNX file or
+        calibration set calibrates again instead of silently reusing stale scales.
+        """
+        cal = self.settings.calibration
+        if cal is not None and cal.cache:
+            return Path(cal.cache)
+        what = f"{key.onnx_sha256}|{cal.data if cal else ''}|{cal.frames if cal else 0}|{cal.batch if cal else 0}"
+        return engine.with_name(f"{engine.stem}-{hashlib.sha256(what.encode()).hexdigest()[:12]}.calib")
 
     def _describe(self, trt: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
         eng = self._engine
@@ -323,13 +373,15 @@ class TensorRTBackend(Backend):
         in_name = self._inputs[0]
         max_b = self._profile[1]
         shapes: dict[str, tuple[int, ...]] = {in_name: (max_b, 3, c.input.height, c.input.width)}
-        probe = self._engine.create_execution_context()
-        probe.set_input_shape(in_name, shapes[in_name])  # output shapes are known only after this
+        contexts = [self._engine.create_execution_context() for _ in range(2)]
+        if not contexts[0].set_input_shape(in_name, shapes[in_name]):  # output shapes are known only after this
+            raise BackendError(
+                f"tensorrt: the engine refuses input shape {shapes[in_name]} (see the streamseg.tensorrt log)"
+            )
         for name in self._outputs:
-            shapes[name] = tuple(int(d) for d in probe.get_tensor_shape(name))
-        self._slots = [
-            _Slot(self._engine, self._inputs + self._outputs, shapes, self._dtypes, self._cuda) for _ in range(2)
-        ]
+            shapes[name] = tuple(int(d) for d in contexts[0].get_tensor_shape(name))
+        names = self._inputs + self._outputs
+        self._slots = [_Slot(context, names, shapes, self._dtypes, self._cuda) for context in contexts]
 
     def _enqueue(self, slot: _Slot, chunk: np.ndarray) -> None:
         from .cuda_buffers import to_device, to_host
@@ -337,9 +389,13 @@ class TensorRTBackend(Backend):
         n = chunk.shape[0]
         in_name = self._inputs[0]
         np.copyto(slot.buffers[in_name].host[:n], chunk)
-        slot.context.set_input_shape(in_name, chunk.shape)
+        if not slot.context.set_input_shape(in_name, chunk.shape):
+            raise BackendError(
+                f"tensorrt: the engine refuses input shape {chunk.shape} (see the streamseg.tensorrt log)"
+            )
         for name in self._inputs + self._outputs:
-            slot.context.set_tensor_address(name, slot.buffers[name].address)
+            if not slot.context.set_tensor_address(name, slot.buffers[name].address):
+                raise BackendError(f"tensorrt: the engine refuses the address of tensor '{name}'")
         to_device(slot.buffers[in_name], slot.stream, chunk.nbytes)
         if not slot.context.execute_async_v3(slot.stream.handle):
             raise BackendError(f"tensorrt: execute failed on a batch of {n}")
@@ -377,10 +433,9 @@ class TensorRTBackend(Backend):
         rng = np.random.default_rng(0)
         c = self.contract
         frames = rng.standard_normal((s.gate_frames, 3, c.input.height, c.input.width)).astype(np.float32)
-        if s.calibration is not None:
-            batches = self._calibration(self.engine_path)[0]
-            if batches is not None:
-                frames = np.concatenate(list(batches))[: s.gate_frames]
+        batches = self._calibration_batches()
+        if batches is not None:
+            frames = np.concatenate(list(batches))[: s.gate_frames]
         cm = ConfusionMatrix(c.num_classes)
         with OnnxRuntimeBackend(self.model, "cpu", 0, self.max_batch) as reference:
             for i in range(0, len(frames), self.max_batch):

@@ -1,0 +1,264 @@
+"""streamseg/engines.py: engine keys and the rebuild decision, the engine/sidecar write, and INT8
+calibration batches from arrays, a folder of PNGs and the sample clip. No TensorRT anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from streamseg.contract import InputSpec
+from streamseg.engines import (
+    CalibrationBatches,
+    EngineKey,
+    cached_key,
+    decide,
+    engine_path,
+    sidecar_path,
+    write_engine,
+)
+from streamseg.errors import BackendError
+from streamseg.preprocess import preprocess
+
+KEY = EngineKey(
+    onnx_sha256="ab" * 32,
+    tensorrt_version="10.7.0.23",
+    gpu_name="NVIDIA GeForce RTX 4090",
+    compute_capability="8.9",
+    precision="fp16",
+    min_batch=1,
+    opt_batch=4,
+    max_batch=4,
+    dla_core=None,
+)
+CHANGED: dict[str, Any] = {
+    "onnx_sha256": "cd" * 32,
+    "tensorrt_version": "10.8.0.43",
+    "gpu_name": "NVIDIA A100-SXM4-40GB",
+    "compute_capability": "8.0",
+    "precision": "int8",
+    "min_batch": 2,
+    "opt_batch": 2,
+    "max_batch": 8,
+    "dla_core": 0,
+}
+NCHW = InputSpec(name="input", layout="NCHW", height=16, width=24, mean=(10.0, 20.0, 30.0), std=(2.0, 3.0, 4.0))
+NHWC = InputSpec(name="input", layout="NHWC", height=16, width=24)
+
+
+def test_every_key_field_has_a_changed_value() -> None:
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(EngineKey)}
+
+
+def test_differences_name_each_field_with_both_values() -> None:
+    assert KEY.differences(KEY) == []
+    cached = dataclasses.replace(KEY, precision="fp32", max_batch=2)
+    assert KEY.differences(cached) == ["precision: cached 'fp32', needed 'fp16'", "max_batch: cached 2, needed 4"]
+
+
+def test_decide_builds_without_an_engine_and_uses_a_matching_one(tmp_path: Path) -> None:
+    path = engine_path(tmp_path, "m", "fp16", None)
+    assert decide(path, KEY, rebuild=True) == "build"
+    write_engine(path, b"engine bytes", KEY, 12.34)
+    assert decide(path, KEY, rebuild=True) == "use"
+    assert decide(path, KEY, rebuild=False) == "use"
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_each_mismatched_field_rebuilds_or_is_refused_by_name(tmp_path: Path, name: str) -> None:
+    path = engine_path(tmp_path, "m", "fp16", None)
+    write_engine(path, b"engine bytes", KEY, 1.0)
+    needed = dataclasses.replace(KEY, **{name: CHANGED[name]})
+    assert decide(path, needed, rebuild=True) == "build"
+    with pytest.raises(BackendError) as info:
+        decide(path, needed, rebuild=False)
+    message = str(info.value)
+    assert f"{name}: cached {getattr(KEY, name)!r}, needed {CHANGED[name]!r}" in message
+    assert "tensorrt.rebuild is false" in message and "streamseg build-engine" in message
+    assert message.count("cached") == 1  # only the field that differs
+
+
+def test_refusal_names_every_differing_field(tmp_path: Path) -> None:
+    path = engine_path(tmp_path, "m", "fp16", None)
+    write_engine(path, b"x", KEY, 1.0)
+    needed = dataclasses.replace(KEY, gpu_name="Orin", compute_capability="8.7")
+    with pytest.raises(BackendError, match=r"gpu_name: cached .*; compute_capability: cached '8.9', needed '8.7'"):
+        decide(path, needed, rebuild=False)
+
+
+def test_refusal_without_any_engine(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match=r"no cached engine, and tensorrt\.rebuild is false"):
+        decide(tmp_path / "m-fp16.engine", KEY, rebuild=False)
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        None,  # missing
+        "not json {",
+        "[]",
+        json.dumps({"key": {"onnx_sha256": "ab"}}),  # fields missing
+        json.dumps({"key": {**dataclasses.asdict(KEY), "surprise": 1}}),  # a field this version does not know
+        json.dumps({"bytes": 12}),  # no key
+    ],
+)
+def test_missing_or_corrupt_sidecar_means_build(tmp_path: Path, sidecar: str | None) -> None:
+    path = engine_path(tmp_path, "m", "fp16", None)
+    write_engine(path, b"engine bytes", KEY, 1.0)
+    if sidecar is None:
+        sidecar_path(path).unlink()
+    else:
+        sidecar_path(path).write_text(sidecar)
+    assert cached_key(path) is None
+    assert decide(path, KEY, rebuild=True) == "build"
+
+
+def test_sidecar_without_its_engine_means_build(tmp_path: Path) -> None:
+    path = engine_path(tmp_path, "m", "fp16", None)
+    write_engine(path, b"engine bytes", KEY, 1.0)
+    path.unlink()
+    assert decide(path, KEY, rebuild=True) == "build"
+
+
+def test_write_engine_writes_engine_then_sidecar_and_leaves_no_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = engine_path(tmp_path / "engines", "m", "fp16", None)
+    order: list[str] = []
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Any) -> Path:
+        order.append(Path(target).name)
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    write_engine(path, b"engine bytes", KEY, 12.34)
+    assert order == ["m-fp16.engine", "m-fp16.json"]
+    assert path.read_bytes() == b"engine bytes"
+    doc = json.loads(sidecar_path(path).read_text())
+    assert doc == {"key": dataclasses.asdict(KEY), "build_seconds": 12.3, "bytes": 12}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m-fp16.engine", "m-fp16.json"]
+    assert cached_key(path) == KEY
+
+
+def test_interrupted_rewrite_leaves_no_sidecar_vouching_for_the_new_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old key A on disk; writing key B dies after the engine is replaced: the old sidecar must be gone,
+    or a later run needing A would load B's engine."""
+    path = engine_path(tmp_path, "m", "fp16", None)
+    write_engine(path, b"engine A", KEY, 1.0)
+    new_key = dataclasses.replace(KEY, max_batch=8, opt_batch=8)
+    real_write_text = Path.write_text
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(".json.tmp"):
+            raise OSError(28, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(OSError, match="No space left"):
+        write_engine(path, b"engine B", new_key, 1.0)
+    assert path.read_bytes() == b"engine B"
+    assert cached_key(path) is None
+    assert decide(path, KEY, rebuild=True) == "build"
+
+
+@pytest.mark.parametrize(
+    ("precision", "dla_core", "name"),
+    [
+        ("fp16", None, "selfie-fp16.engine"),
+        ("int8", None, "selfie-int8.engine"),
+        ("fp32", 0, "selfie-fp32-dla0.engine"),
+        ("int8", 1, "selfie-int8-dla1.engine"),
+    ],
+)
+def test_engine_path_names_model_precision_and_dla_core(
+    tmp_path: Path, precision: str, dla_core: int | None, name: str
+) -> None:
+    path = engine_path(tmp_path, "selfie", precision, dla_core)
+    assert path == tmp_path / name
+    assert sidecar_path(path) == tmp_path / name.replace(".engine", ".json")
+
+
+def _images(n: int, h: int = 30, w: int = 40) -> list[np.ndarray]:
+    rng = np.random.default_rng(n)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("frames", "batch", "count"), [(8, 4, 2), (10, 4, 2), (11, 4, 2), (12, 4, 3), (5, 5, 1), (7, 1, 7)]
+)
+def test_calibration_batches_are_full_and_drop_the_partial_one(frames: int, batch: int, count: int) -> None:
+    images = _images(frames)
+    batches = CalibrationBatches(images, NCHW, batch)
+    assert len(batches) == count
+    assert batches.shape == (batch, 3, 16, 24)
+    got = list(batches)
+    assert len(got) == count
+    for i, b in enumerate(got):
+        assert b.dtype == np.float32 and b.shape == batches.shape
+        np.testing.assert_array_equal(b, preprocess(images[i * batch : (i + 1) * batch], NCHW))
+
+
+def test_calibration_batches_follow_the_layout() -> None:
+    batches = CalibrationBatches(_images(6), NHWC, 3)
+    assert batches.shape == (3, 16, 24, 3)
+    assert [b.shape for b in batches] == [(3, 16, 24, 3)] * 2
+
+
+def test_calibration_batches_can_be_read_twice() -> None:
+    """The gate reads the calibration frames again after TensorRT has consumed them."""
+    batches = CalibrationBatches(_images(8), NCHW, 4)
+    first, second = list(batches), list(batches)
+    assert len(first) == len(second) == 2
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_too_few_frames_for_one_batch() -> None:
+    with pytest.raises(BackendError, match="INT8 calibration needs at least 8 frames, got 3"):
+        CalibrationBatches(_images(3), NCHW, 8)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        CalibrationBatches(_images(3), NCHW, 0)
+
+
+def test_from_folder_reads_images_in_name_order(tmp_path: Path) -> None:
+    images = _images(6)
+    for i, image in enumerate(images):
+        assert cv2.imwrite(str(tmp_path / f"frame{i:02d}.png"), image)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"not a png")  # skipped: cv2 cannot read it
+    batches = CalibrationBatches.from_folder(tmp_path, NCHW, 4)
+    assert len(batches.images) == 6 and len(batches) == 1
+    np.testing.assert_array_equal(next(iter(batches)), preprocess(images[:4], NCHW))
+    limited = CalibrationBatches.from_folder(tmp_path, NCHW, 2, limit=4)
+    assert len(limited) == 2
+
+
+def test_from_folder_without_readable_images(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    with pytest.raises(BackendError, match="no readable images"):
+        CalibrationBatches.from_folder(tmp_path, NCHW, 1)
+
+
+def test_from_video_takes_the_first_frames(bikes: Path) -> None:
+    batches = CalibrationBatches.from_video(str(bikes), NCHW, 4, limit=10)
+    assert len(batches.images) == 10 and len(batches) == 2
+    assert batches.images[0].shape == (272, 640, 3)
+    assert [b.shape for b in batches] == [(4, 3, 16, 24)] * 2
+
+
+def test_from_video_with_too_few_frames(bikes: Path) -> None:
+    with pytest.raises(BackendError, match="needs at least 16 frames, got 5"):
+        CalibrationBatches.from_video(str(bikes), NCHW, 16, limit=5)
+
+
+def test_from_video_that_cannot_be_opened(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="INT8 calibration: cannot open"):
+        CalibrationBatches.from_video(str(tmp_path / "missing.mp4"), NCHW, 4)
