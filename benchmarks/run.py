@@ -33,8 +33,9 @@ from streamseg import __version__  # noqa: E402
 from streamseg.backends import select_backend  # noqa: E402
 from streamseg.config import PipelineConfig  # noqa: E402
 from streamseg.contract import LoadedModel, load_model  # noqa: E402
+from streamseg.doctor import cpu_model  # noqa: E402
 from streamseg.media import VideoEncoder, VideoInput, count_frames  # noqa: E402
-from streamseg.overlay import Palette, Scratch, make_palette, render  # noqa: E402
+from streamseg.overlay import Palette, Scratch, make_palette, render, voc_colors  # noqa: E402
 from streamseg.pipeline import Pipeline  # noqa: E402
 from streamseg.postprocess import area_ratios, to_class_maps  # noqa: E402
 from streamseg.preprocess import preprocess  # noqa: E402
@@ -316,21 +317,6 @@ def bench_end_to_end(clip: Path, model: LoadedModel, repeats: int, tmp: Path) ->
 # --- 3. overlay + statistics of a 1080p frame ---------------------------------------------------
 
 
-def voc_colors(n: int) -> list[tuple[int, int, int]]:
-    """The PASCAL VOC color map (RGB), a common palette for 21 classes."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
-
-
 def blocky_map(h: int, w: int, classes: int, block: int = 16) -> np.ndarray:
     """A class map of square blocks cycling through every class (all present, background included)."""
     yy, xx = np.mgrid[0:h, 0:w]
@@ -419,16 +405,6 @@ def sv_version() -> str:
     import supervision
 
     return str(supervision.__version__)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> str:

@@ -26,6 +26,18 @@ def cuda_driver() -> str | None:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name, for benchmark and accuracy reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _module(name: str) -> str:
     return "installed" if importlib.util.find_spec(name) is not None else "not installed"
 

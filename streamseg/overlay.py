@@ -48,6 +48,21 @@ def make_palette(
     return Palette(tuple(names), bgr, lut)
 
 
+def voc_colors(n: int) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC palette (RGB, bit-interleaved), so class i looks as it does in VOC tools."""
+    colors = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors.append((r, g, b))
+    return colors
+
+
 def resize_labels(class_map: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a class map with nearest neighbour: interpolating labels would invent classes."""
     if class_map.shape == (height, width):

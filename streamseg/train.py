@@ -21,7 +21,8 @@ from .errors import ConfigError
 from .evaluate import ConfusionMatrix, Scores, scores
 from .models import build, network_info
 from .models._torch import F, nn, torch
-from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint, voc_colors
+from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
+from .overlay import voc_colors
 
 log = logging.getLogger(__name__)
 

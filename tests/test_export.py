@@ -17,7 +17,8 @@ from streamseg.contract import load_model  # noqa: E402
 from streamseg.errors import ModelError  # noqa: E402
 from streamseg.export import export_onnx  # noqa: E402
 from streamseg.models import NETWORKS, build  # noqa: E402
-from streamseg.models.checkpoint import CheckpointMeta, save_checkpoint, voc_colors  # noqa: E402
+from streamseg.models.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
+from streamseg.overlay import voc_colors  # noqa: E402
 from streamseg.pipeline import Pipeline  # noqa: E402
 
 # (options for a small width, (H, W) input)

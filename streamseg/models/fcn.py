@@ -197,8 +197,7 @@ def fcn32s(
 
     ``pretrained_backbone``: path to a torchvision ``vgg16`` state dict (convs and fc6/fc7).
     """
-    model = FCN(num_classes, "32s", base_channels=base_channels, fixed_upsampling=fixed_upsampling, dropout=dropout)
-    return _load(model, pretrained_backbone)
+    return _build(num_classes, "32s", pretrained_backbone, fixed_upsampling, base_channels, dropout)
 
 
 def fcn16s(
@@ -210,8 +209,7 @@ def fcn16s(
     dropout: float = 0.5,
 ) -> FCN:
     """FCN-16s (Long, Shelhamer, Darrell, CVPR 2015): stride-32 scores fused with scored pool4, upsampled x16."""
-    model = FCN(num_classes, "16s", base_channels=base_channels, fixed_upsampling=fixed_upsampling, dropout=dropout)
-    return _load(model, pretrained_backbone)
+    return _build(num_classes, "16s", pretrained_backbone, fixed_upsampling, base_channels, dropout)
 
 
 def fcn8s(
@@ -223,11 +221,18 @@ def fcn8s(
     dropout: float = 0.5,
 ) -> FCN:
     """FCN-8s (Long, Shelhamer, Darrell, CVPR 2015): FCN-16s fused further with scored pool3, upsampled x8."""
-    model = FCN(num_classes, "8s", base_channels=base_channels, fixed_upsampling=fixed_upsampling, dropout=dropout)
-    return _load(model, pretrained_backbone)
+    return _build(num_classes, "8s", pretrained_backbone, fixed_upsampling, base_channels, dropout)
 
 
-def _load(model: FCN, pretrained_backbone: str | None) -> FCN:
+def _build(
+    num_classes: int,
+    variant: str,
+    pretrained_backbone: str | None,
+    fixed_upsampling: bool | None,
+    base_channels: int,
+    dropout: float,
+) -> FCN:
+    model = FCN(num_classes, variant, base_channels=base_channels, fixed_upsampling=fixed_upsampling, dropout=dropout)
     if pretrained_backbone is not None:
         from .backbones import load_backbone_weights
 
