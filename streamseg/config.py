@@ -112,6 +112,13 @@ class TensorRTConfig(_Strict):
         return self
 
 
+class TorchConfig(_Strict):
+    fp16: bool = Field(True, description="CUDA: FP16 autocast (labels checked against FP32 in the GPU tests)")
+    cuda_graphs: bool = Field(
+        False, description="CUDA: capture one CUDA graph per batch size and replay it (fixed shapes only)"
+    )
+
+
 class ModelConfig(_Strict):
     path: str = Field(description="bundled model name or path to a sidecar (.json/.yaml) or .onnx")
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
@@ -124,6 +131,7 @@ class ModelConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
     threads: int = Field(0, ge=0, description="CPU inference threads; 0 = library default")
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT engine settings")
+    torch: TorchConfig = Field(default_factory=TorchConfig, description="torch backend settings")
 
 
 class BatchConfig(_Strict):

@@ -155,7 +155,7 @@ class Pipeline:
             cfg.model.device,
             cfg.model.threads,
             cfg.batch.max_batch,
-            {"tensorrt": cfg.model.tensorrt},
+            {"tensorrt": cfg.model.tensorrt, "torch": cfg.model.torch},
         )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
