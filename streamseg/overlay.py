@@ -8,10 +8,7 @@ cost page faults on every frame).
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -144,42 +141,16 @@ def blend(
     rh, rw = y1 - y0, x1 - x0
     # views into full-size scratch buffers: the box changes every frame, the buffers must not
     color = scratch.get("bgr", (h, w, 3))[:rh, :rw]
+    cv2.cvtColor(big[y0:y1, x0:x1], cv2.COLOR_BGRA2BGR, dst=color)
+    if painted_small.all():
+        cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=region)
+        return image
     mask = scratch.get("mask", (h, w))[:rh, :rw]
+    cv2.extractChannel(big[y0:y1, x0:x1], 3, dst=mask)
     mixed = scratch.get("mixed", (h, w, 3))[:rh, :rw]
-    box = big[y0:y1, x0:x1]
-    all_painted = bool(painted_small.all())
-
-    def band(r0: int, r1: int) -> None:
-        cv2.cvtColor(box[r0:r1], cv2.COLOR_BGRA2BGR, dst=color[r0:r1])
-        if all_painted:
-            cv2.addWeighted(region[r0:r1], 1.0 - alpha, color[r0:r1], alpha, 0.0, dst=region[r0:r1])
-            return
-        cv2.extractChannel(box[r0:r1], 3, dst=mask[r0:r1])
-        cv2.addWeighted(region[r0:r1], 1.0 - alpha, color[r0:r1], alpha, 0.0, dst=mixed[r0:r1])
-        cv2.copyTo(mixed[r0:r1], mask[r0:r1], region[r0:r1])
-
-    _in_bands(band, rh, rh * rw)
+    cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=mixed)
+    cv2.copyTo(mixed, mask, region)
     return image
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _in_bands(work: Callable[[int, int], None], rows: int, pixels: int) -> None:
-    """Run ``work`` over horizontal bands on two threads for large regions: OpenCV releases the
-    GIL and addWeighted is single-threaded, so a 1080p blend takes about half the time."""
-    global _POOL
-    if pixels < 500_000 or (os.cpu_count() or 1) < 2:
-        work(0, rows)
-        return
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
-    half = rows // 2
-    other = _POOL.submit(work, half, rows)
-    work(0, half)
-    other.result()
 
 
 def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, max_rows: int = 6) -> np.ndarray:
