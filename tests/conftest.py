@@ -60,6 +60,25 @@ def _graph(layout: str, height: int, width: int, classes: int, kind: str, in_nam
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
+def _torchscript_twin(path: Path, g: dict[str, Any]) -> bool:
+    """Write the tiny graph's function as TorchScript (logits out); False when torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    w = torch.from_numpy(_weights(g["classes"]))
+    if g["layout"] == "NCHW":
+        conv = torch.nn.Conv2d(3, g["classes"], 1, bias=False)
+        conv.weight.data = w.reshape(g["classes"], 3, 1, 1).clone()
+        module: torch.nn.Module = conv
+    else:
+        linear = torch.nn.Linear(3, g["classes"], bias=False)  # acts on the last (channel) axis
+        linear.weight.data = w.clone()
+        module = linear
+    torch.jit.save(torch.jit.script(module.eval()), str(path))
+    return True
+
+
 @pytest.fixture
 def make_model(tmp_path: Path) -> Callable[..., LoadedModel]:
     """Build a tiny model; ``graph`` sets what the ONNX file is, ``sidecar`` overrides what it claims.
@@ -89,6 +108,8 @@ def make_model(tmp_path: Path) -> Callable[..., LoadedModel]:
             for p in parents:
                 node = node[p]
             node[leaf] = value
+        if g["kind"] in ("logits", "class_map") and _torchscript_twin(folder / "tiny.ts", g):
+            doc["checkpoint"] = "tiny.ts"  # the same function for the torch backend
         (folder / "tiny.json").write_text(json.dumps(doc))
         return load_model(str(folder / "tiny.json"))
 

@@ -72,18 +72,26 @@ class TorchBackend(Backend):
         c = self.contract
         # Run one batch to learn what the module really returns (a TorchScript file has no
         # declared shapes), then report it the way an ONNX graph would.
-        dummy = torch.zeros((1, 3, c.input.height, c.input.width), device=self._device)
+        from ..contract import expected_input_shape
+
+        in_shape = expected_input_shape(c, 1)
+        dummy = torch.zeros(tuple(d or 1 for d in in_shape), device=self._device)
         with torch.inference_mode():
             out = self._forward(dummy)
-        classes = int(out.shape[1])
+        self._class_axis = 1 if c.input.layout == "NCHW" else out.ndim - 1
+        classes = int(out.shape[self._class_axis])
         if classes != c.num_classes:
             raise ModelError(
                 f"{self.model.sidecar}: classes: sidecar lists {c.num_classes}, {path.name} outputs {classes}"
             )
-        inputs = [TensorInfo(c.input.name, (None, 3, c.input.height, c.input.width), "float32")]
-        outputs = [TensorInfo(c.output.name, (None, int(out.shape[2]), int(out.shape[3])), "uint8")]
-        if c.output.kind != "class_map":
-            raise ModelError(f"{self.model.sidecar}: output.kind: the torch backend produces a class_map")
+        inputs = [TensorInfo(c.input.name, (None, *in_shape[1:]), "float32")]
+        # The sidecar decides what this backend returns: a uint8 class map (argmax on the device,
+        # 1 byte per pixel back) or the module's logits/probabilities as they are.
+        if c.output.kind == "class_map":
+            spatial = tuple(int(d) for i, d in enumerate(out.shape) if i not in (0, self._class_axis))
+            outputs = [TensorInfo(c.output.name, (None, *spatial), "uint8")]
+        else:
+            outputs = [TensorInfo(c.output.name, (None, *(int(d) for d in out.shape[1:])), "float32")]
         return inputs, outputs
 
     def _load_module(self, path: Any) -> Any:
@@ -113,7 +121,7 @@ class TorchBackend(Backend):
         return f"torch ({dev}{', fp16' if dev is not None and dev.type == 'cuda' and self.fp16 else ''})"
 
     def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
-        if self._device.type != "cuda":
+        if self._device.type != "cuda" or self.contract.output.kind != "class_map":
             return None
         from ..gpu import DeviceFrames
 
@@ -128,10 +136,12 @@ class TorchBackend(Backend):
                 x = x.to(self._device, non_blocking=True)
                 if self._device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
+                if self.contract.output.kind != "class_map":
+                    return np.asarray(self._forward(x).float().cpu().numpy())
                 if self.cuda_graphs and self._device.type == "cuda":
                     labels = self._replay(x)
                 else:
-                    labels = self._forward(x).argmax(dim=1).to(torch.uint8)
+                    labels = self._forward(x).argmax(dim=self._class_axis).to(torch.uint8)
                 self.last_labels = labels  # device class maps for DeviceFrames.finish
                 return np.asarray(labels.cpu().numpy())
         except RuntimeError as e:
@@ -153,7 +163,7 @@ class TorchBackend(Backend):
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = self._forward(static_in).argmax(dim=1).to(torch.uint8)
+                static_out = self._forward(static_in).argmax(dim=self._class_axis).to(torch.uint8)
             self._graphs[n] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[n]
         static_in.copy_(x)
