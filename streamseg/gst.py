@@ -12,7 +12,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
@@ -79,10 +78,6 @@ def pipeline_string(kind: str, target: str, hardware: str | None, latency_ms: in
         f"{src} ! {decode} ! videoconvert ! video/x-raw,format=BGR ! "
         "appsink name=sink max-buffers=4 drop=false sync=false emit-signals=false"
     )
-
-
-def file_uri(path: str) -> str:
-    return "file://" + quote(path)
 
 
 class GstReader:

@@ -34,12 +34,6 @@ def describe_error(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def is_media_error(e: BaseException) -> bool:
-    """True for errors FFmpeg raises on bad input, network trouble or timeouts."""
-    av = _av()
-    return isinstance(e, (av.error.FFmpegError, OSError, EOFError, av.error.ValueError))
-
-
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
     width: int

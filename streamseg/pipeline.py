@@ -22,7 +22,7 @@ from .backends.base import Backend
 from .batching import Batcher
 from .config import PipelineConfig
 from .contract import LoadedModel, load_model
-from .errors import OutputError, StreamsegError
+from .errors import OutputError
 from .frames import Batch, SegResult
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
@@ -265,9 +265,4 @@ class Pipeline:
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
 
 
-def run_pipeline(cfg: PipelineConfig, max_frames: int | None = None, duration: float | None = None) -> RunSummary:
-    """Build and run a pipeline in the calling thread (the CLI's entry point)."""
-    return Pipeline(cfg, max_frames, duration).run()
-
-
-__all__ = ["Pipeline", "RunSummary", "StreamsegError", "run_pipeline"]
+__all__ = ["Pipeline", "RunSummary"]

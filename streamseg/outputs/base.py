@@ -22,7 +22,3 @@ class Sink(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and finalize; called once, also after a failure."""
-
-    @property
-    def label(self) -> str:
-        return type(self).__name__
