@@ -253,7 +253,7 @@ def run_naive(clip: Path, out: Path, model: LoadedModel, lut_bgr: np.ndarray, th
             }
             jsonl.write(json.dumps(record) + "\n")
             t4 = time.perf_counter()
-            color = cv2.resize(lut_bgr[cmap], (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+            color = cv2.resize(lut_bgr[cmap], (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
             shown = cv2.addWeighted(image, 1 - ALPHA, color, ALPHA, 0)
             t5 = time.perf_counter()
             vf = av.VideoFrame.from_ndarray(shown, format="bgr24")
@@ -351,7 +351,7 @@ def bench_1080p(
     def plain() -> None:
         np.bincount(cmap.ravel(), minlength=k)
         small = cv2.LUT(cv2.merge([cmap, cmap, cmap]), lut)
-        big = cv2.resize(small, (fw, fh), interpolation=cv2.INTER_NEAREST)
+        big = cv2.resize(small, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT)
         cv2.addWeighted(work, 1 - ALPHA, big, ALPHA, 0, dst=work)
 
     # supervision: one full-size boolean mask per present painted class, then MaskAnnotator.
@@ -359,7 +359,7 @@ def bench_1080p(
     detections: list[sv.Detections] = []
 
     def build() -> None:
-        big = cv2.resize(cmap, (fw, fh), interpolation=cv2.INTER_NEAREST)
+        big = cv2.resize(cmap, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT)
         present = [int(i) for i in np.flatnonzero(np.bincount(big.ravel(), minlength=k)) if int(i) in painted]
         masks = np.stack([big == i for i in present])
         det = sv.Detections(xyxy=sv.mask_to_xyxy(masks).astype(np.float32), mask=masks, class_id=np.array(present))

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .postprocess import resize_labels
 
 IGNORE_INDEX = 255
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -132,7 +133,7 @@ def augment(
     h, w = image.shape[:2]
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    mask = resize_labels(mask, nw, nh)
     ch, cw = crop
     ph, pw = max(0, ch - nh), max(0, cw - nw)
     if ph or pw:

@@ -87,13 +87,12 @@ def evaluate_backend(
 ) -> Scores:
     """Score any model the pipeline can run (ONNX, checkpoint; TensorRT engines later) on a dataset,
     through the pipeline's own preprocess, backend and postprocess."""
-    import cv2
 
     from .backends import select_backend
     from .contract import load_model
     from .datasets import open_dataset
     from .errors import ConfigError
-    from .postprocess import to_class_maps
+    from .postprocess import resize_labels, to_class_maps
     from .preprocess import preprocess
 
     model = load_model(model_ref)
@@ -109,6 +108,5 @@ def evaluate_backend(
         for i in range(len(dataset)):
             image, mask = dataset.load(i)
             labels = to_class_maps(engine.infer(preprocess([image], c.input)), c)[0]
-            full = cv2.resize(labels, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_NEAREST)
-            cm.update(mask, full)
+            cm.update(mask, resize_labels(labels, mask.shape[1], mask.shape[0]))
     return scores(cm.matrix)

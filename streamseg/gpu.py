@@ -3,14 +3,13 @@
 Each function mirrors a CPU function and is tested against it: ``preprocess`` (resize, channel
 order, normalize, layout), ``area_ratios`` (class histogram) and ``blend`` (colorize, nearest
 upscale, alpha blend through the painted mask). Labels match exactly (the nearest-neighbour
-indices are computed the way OpenCV computes them); overlay pixels match within 1 (float32 vs
+indices are OpenCV's own, from ``postprocess.nearest_index``); overlay pixels match within 1 (float32 vs
 OpenCV's fixed-point arithmetic). With these, a frame crosses the bus once each way: the uint8
 frame up, the uint8 overlay down. torch comes through ``streamseg.models._torch``.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,23 +17,16 @@ import numpy as np
 from .contract import InputSpec
 from .models._torch import F, Tensor, torch
 from .overlay import Palette
-
-
-@lru_cache(maxsize=64)
-def _nearest_index(src: int, dst: int) -> np.ndarray:
-    # OpenCV's INTER_NEAREST: sx = floor(x * (1 / (dst / src))) in double precision.
-    ifx = 1.0 / (dst / src)
-    index: np.ndarray = np.minimum(np.floor(np.arange(dst) * ifx).astype(np.int64), src - 1)
-    return index
+from .postprocess import nearest_index
 
 
 def resize_labels(class_map: Tensor, height: int, width: int) -> Tensor:
-    """Nearest-neighbour upscale of (h, w) labels, index-for-index equal to cv2.INTER_NEAREST."""
+    """Nearest-neighbour resize of (h, w) labels, index-for-index equal to ``postprocess.resize_labels``."""
     h, w = class_map.shape[-2:]
     if (h, w) == (height, width):
         return class_map
-    rows = torch.from_numpy(_nearest_index(h, height)).to(class_map.device)
-    cols = torch.from_numpy(_nearest_index(w, width)).to(class_map.device)
+    rows = torch.from_numpy(nearest_index(h, height).copy()).to(class_map.device)
+    cols = torch.from_numpy(nearest_index(w, width).copy()).to(class_map.device)
     return class_map.index_select(-2, rows).index_select(-1, cols)
 
 

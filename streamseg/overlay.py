@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .postprocess import nearest_index
+
 BACKGROUND_NAMES = frozenset({"background", "_background_", "bg"})
 
 
@@ -63,13 +65,6 @@ def voc_colors(n: int) -> list[tuple[int, int, int]]:
     return colors
 
 
-def resize_labels(class_map: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a class map with nearest neighbour: interpolating labels would invent classes."""
-    if class_map.shape == (height, width):
-        return class_map
-    return cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 @dataclass
 class Scratch:
     """Full-size work buffers reused across frames of one size. Not shared between threads."""
@@ -105,17 +100,17 @@ def colorize(
 def _upscaled_bgra(class_map: np.ndarray, palette: Palette, width: int, height: int, scratch: Scratch) -> np.ndarray:
     small = np.take(palette.lut, class_map, axis=0)  # (h, w, 4); np.take is ~10x faster than lut[map]
     big = scratch.get("bgra", (height, width, 4))
-    cv2.resize(small, (width, height), dst=big, interpolation=cv2.INTER_NEAREST)
+    cv2.resize(small, (width, height), dst=big, interpolation=cv2.INTER_NEAREST_EXACT)  # as resize_labels
     return big
 
 
 def _painted_rows_cols(painted: np.ndarray, size: int, src: int) -> tuple[int, int]:
-    """Full-resolution [start, stop) covering the model-resolution span where ``painted`` is true,
-    using OpenCV's nearest mapping (src index = floor(dst * src / size)), widened by one pixel."""
+    """Full-resolution [start, stop) of the output pixels whose nearest source index falls in the
+    model-resolution span where ``painted`` is true."""
     idx = np.flatnonzero(painted)
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
-    start = max(0, int(np.floor(lo * size / src)) - 1)
-    stop = min(size, int(np.ceil(hi * size / src)) + 1)
+    index = nearest_index(src, size)
+    start = int(np.searchsorted(index, idx[0], side="left"))
+    stop = int(np.searchsorted(index, idx[-1], side="right"))
     return start, stop
 
 

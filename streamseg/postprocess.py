@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import cv2
 import numpy as np
 
 from .contract import ModelContract
@@ -28,6 +31,33 @@ def to_class_maps(output: np.ndarray, contract: ModelContract) -> np.ndarray:
     axis = 1 if contract.input.layout == "NCHW" else 3
     labels: np.ndarray = np.argmax(output, axis=axis).astype(np.uint8)
     return labels
+
+
+def resize_labels(class_map: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a class map with nearest neighbour, pixel centres aligned.
+
+    Interpolating labels would invent classes. OpenCV's plain INTER_NEAREST samples source pixel
+    floor(x * src / dst), which shifts the map by up to half a source pixel against a bilinear-resized
+    image (measured: 0.929 -> 0.949 mean IU for one checkpoint scored both ways); INTER_NEAREST_EXACT
+    samples floor((x + 0.5) * src / dst), so a down-and-up round trip is the identity.
+    """
+    if class_map.shape[:2] == (height, width):
+        return class_map
+    resized: np.ndarray = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    return resized
+
+
+@lru_cache(maxsize=64)
+def nearest_index(src: int, dst: int) -> np.ndarray:
+    """The source index ``resize_labels`` reads for each of ``dst`` output positions (non-decreasing).
+
+    Taken from OpenCV itself rather than the formula: its fixed-point arithmetic breaks exact ties
+    differently (e.g. 256 -> 1920), and the GPU path must match it index for index.
+    """
+    row = np.arange(src, dtype=np.float32)[None, :]  # float32 holds every index below 2**24 exactly
+    index: np.ndarray = cv2.resize(row, (dst, 1), interpolation=cv2.INTER_NEAREST_EXACT)[0].astype(np.int64)
+    index.flags.writeable = False  # shared through the cache
+    return index
 
 
 def area_ratios(class_map: np.ndarray, num_classes: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from .models import build, network_info
 from .models._torch import F, nn, torch
 from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
 from .overlay import voc_colors
+from .postprocess import resize_labels
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> 
     h, w = size
     return (
         cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
-        cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST),
+        resize_labels(mask, w, h),
     )
 
 
@@ -110,8 +111,7 @@ def predict(
         out = model(x)
         out = out[0] if isinstance(out, tuple) else out
         labels = out.argmax(1)[0].to(torch.uint8).cpu().numpy()
-    full: np.ndarray = cv2.resize(labels, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return full
+    return resize_labels(labels, image.shape[1], image.shape[0])
 
 
 def evaluate_model(model: nn.Module, dataset: SegDataset, meta: CheckpointMeta, device: torch.device) -> Scores:

@@ -14,8 +14,8 @@ from streamseg import gpu  # noqa: E402
 from streamseg.contract import InputSpec  # noqa: E402
 from streamseg.overlay import Scratch, make_palette  # noqa: E402
 from streamseg.overlay import blend as cpu_blend  # noqa: E402
-from streamseg.overlay import resize_labels as cpu_resize_labels  # noqa: E402
 from streamseg.postprocess import area_ratios as cpu_area_ratios  # noqa: E402
+from streamseg.postprocess import resize_labels as cpu_resize_labels  # noqa: E402
 from streamseg.preprocess import preprocess as cpu_preprocess  # noqa: E402
 
 DEVICES = [

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from streamseg.contract import ModelContract
 from streamseg.errors import BackendError
-from streamseg.postprocess import Smoother, area_ratios, to_class_maps
+from streamseg.postprocess import Smoother, area_ratios, nearest_index, resize_labels, to_class_maps
 
 
 def contract(kind: str, layout: str = "NCHW", classes: int = 3) -> ModelContract:
@@ -117,3 +118,66 @@ def test_smoother_math_per_stream() -> None:
 def test_smoother_weight_range(weight: float) -> None:
     with pytest.raises(ValueError, match=f"smoothing weight must be in \\[0, 1\\), got {weight}"):
         Smoother(weight)
+
+
+# --- resize_labels: nearest neighbour with pixel centres aligned --------------------------------
+
+
+def centre_index_bounds(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """The source pixel under each output pixel's centre, (i + 0.5) * src / dst. An exact hit on a
+    boundary between two source pixels allows either: (low, high) bounds per output pixel."""
+    num = (2 * np.arange(dst) + 1) * src
+    high = np.minimum(num // (2 * dst), src - 1)
+    low = np.where(num % (2 * dst) == 0, high - 1, high)
+    return np.maximum(low, 0), high
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [(144, 1080), (256, 1920), (375, 384), (500, 512), (512, 500), (37, 1000), (60, 60), (7, 3)]
+)
+def test_nearest_index_is_centre_aligned(src: int, dst: int) -> None:
+    index = nearest_index(src, dst)
+    low, high = centre_index_bounds(src, dst)
+    assert index.shape == (dst,) and index.dtype == np.int64
+    assert ((index >= low) & (index <= high)).all()
+    assert (np.diff(index) >= 0).all()
+
+
+@pytest.mark.parametrize(("h", "w", "height", "width"), [(9, 15, 37, 53), (144, 256, 1080, 1920), (5, 7, 3, 4)])
+def test_resize_labels_reads_nearest_index(h: int, w: int, height: int, width: int) -> None:
+    labels = np.random.default_rng(2).integers(0, 21, (h, w), dtype=np.uint8)
+    out = resize_labels(labels, width, height)
+    np.testing.assert_array_equal(out, labels[nearest_index(h, height)][:, nearest_index(w, width)])
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "height", "width"), [(375, 500, 384, 512), (338, 500, 384, 512), (563, 1000, 576, 1024)]
+)
+def test_resize_labels_up_and_down_is_the_identity(h: int, w: int, height: int, width: int) -> None:
+    # What evaluation relies on: a mask enlarged to the network's size and brought back is unchanged.
+    # OpenCV's plain INTER_NEAREST (floor(x * src / dst)) moves thousands of pixels on these sizes.
+    labels = np.random.default_rng(3).integers(0, 21, (h, w), dtype=np.uint8)
+    back = resize_labels(resize_labels(labels, width, height), w, h)
+    np.testing.assert_array_equal(back, labels)
+
+
+def centroid(weights: np.ndarray) -> np.ndarray:
+    ys, xs = np.indices(weights.shape)
+    w = weights.astype(np.float64)
+    return np.array([(ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("size", [(53, 71), (71, 53), (37, 29), (29, 37), (63, 63)])
+def test_resize_labels_keeps_a_shape_where_bilinear_puts_it(size: tuple[int, int]) -> None:
+    # A bright rectangle resized like the image (bilinear, half-pixel centres) and its label resized
+    # with resize_labels must sit in the same place. Plain INTER_NEAREST is off by 0.5-0.64 px here.
+    image = np.zeros((40, 40), np.uint8)
+    image[12:28, 8:20] = 255
+    bright = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    labels = resize_labels((image > 0).astype(np.uint8), *size)
+    assert np.abs(centroid(labels) - centroid(bright)).max() < 0.25
+
+
+def test_resize_labels_same_size_returns_input() -> None:
+    labels = np.zeros((4, 6), np.uint8)
+    assert resize_labels(labels, 6, 4) is labels
