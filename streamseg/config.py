@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -190,8 +190,17 @@ class DisplayOutput(_Strict):
     type: Literal["display"]
 
 
+class RtspOutput(_Strict):
+    type: Literal["rtsp"]
+    host: str = Field("127.0.0.1", description="bind address; loopback unless you mean it")
+    port: int = Field(8554, ge=0, le=65535, description="RTSP port; 0 picks a free one (logged)")
+    bitrate_kbps: int = Field(4000, ge=100, le=100_000, description="x264 target bitrate per stream")
+    fps: float | None = Field(None, gt=0, description="nominal rate in the stream's caps; default: the source's")
+    streams: list[str] | None = Field(None, description="only these streams; null = all")
+
+
 Output = Annotated[
-    VideoOutput | JsonlOutput | LiveOutput | SnapshotOutput | DisplayOutput,
+    VideoOutput | JsonlOutput | LiveOutput | SnapshotOutput | DisplayOutput | RtspOutput,
     Field(discriminator="type"),
 ]
 
@@ -227,10 +236,10 @@ class PipelineConfig(_Strict):
     def _cross_checks(self) -> PipelineConfig:
         names = {s.name for s in self.sources}
         for o in self.outputs:
-            if isinstance(o, VideoOutput) and o.streams:
+            if isinstance(o, VideoOutput | RtspOutput) and o.streams:
                 unknown = sorted(set(o.streams) - names)
                 if unknown:
-                    raise ValueError(f"video output names unknown streams: {', '.join(unknown)}")
+                    raise ValueError(f"{o.type} output names unknown streams: {', '.join(unknown)}")
         if any(isinstance(o, LiveOutput) for o in self.outputs) and not self.http.enabled:
             raise ValueError("a live output needs http.enabled: true")
         return self
@@ -325,7 +334,7 @@ def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
         raise ConfigError(f"{file}:{_line_for(clean, lines)}: {key}: {_redact_msg(msg)}{more}") from None
 
 
-_OUTPUT_TAGS = {"video", "jsonl", "live", "snapshot", "display"}
+_OUTPUT_TAGS = {get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(Output)[0])}
 
 
 def _redact_msg(msg: str) -> str:

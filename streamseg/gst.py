@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError, SourceError
+from .errors import MissingDependencyError, OutputError, SourceError
 
 SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 _lock = threading.Lock()
@@ -133,3 +133,121 @@ class GstReader:
         if self._pipeline is not None:
             self._pipeline.set_state(self._gst.State.NULL)
             self._pipeline = None
+
+
+def _rtsp_modules() -> tuple[Any, Any, Any]:
+    """(Gst, GstRtspServer, GLib); the server library is a separate Debian package."""
+    gst = _gst_module()
+    import gi
+
+    try:
+        gi.require_version("GstRtspServer", "1.0")
+        from gi.repository import GLib, GstRtspServer
+    except (ValueError, ImportError):
+        raise MissingDependencyError(
+            "GstRtspServer", "gstreamer", "RTSP output (apt-get install gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp)"
+        ) from None
+    return gst, GstRtspServer, GLib
+
+
+def encoder_launch(width: int, height: int, fps: float, bitrate_kbps: int) -> str:
+    """The per-mount pipeline: BGR frames pushed into appsrc 'src' -> H.264 -> RTP payloader 'pay0'.
+
+    appsrc keeps at most 4 frames and drops the oldest: a slow viewer never grows memory or stalls
+    the pipeline. One key frame a second (and SPS/PPS with each) lets a viewer start within a second.
+    """
+    rate = max(1, round(fps))
+    caps = f"video/x-raw,format=BGR,width={width},height={height},framerate={rate}/1"
+    return (
+        f"( appsrc name=src is-live=true format=time do-timestamp=true max-buffers=4 leaky-type=downstream "
+        f"caps={caps} ! videoconvert ! video/x-raw,format=I420 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate_kbps} key-int-max={rate} ! "
+        "rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+
+
+class RtspServer:
+    """gst-rtsp-server publishing one H.264 mount per stream (``rtsp://HOST:PORT/STREAM``).
+
+    Frames are pushed from the pipeline's worker threads; GStreamer's own main loop runs in one
+    daemon thread. A mount encodes only while at least one viewer is connected, and all its
+    viewers share that one encoder.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        gst, rtsp, glib = _rtsp_modules()
+        self._gst, self._rtsp, self._glib = gst, rtsp, glib
+        self._lock = threading.Lock()
+        self._appsrcs: dict[str, list[Any]] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._context = glib.MainContext.new()
+        self._loop = glib.MainLoop.new(self._context, False)
+        self._server = rtsp.RTSPServer.new()
+        self._server.set_address(host)
+        self._server.set_service(str(port))
+        self._source_id = self._server.attach(self._context)
+        if not self._source_id:
+            raise OutputError(f"rtsp output: cannot listen on {host}:{port} (port in use or address not local)")
+        self.host = host
+        self.port = int(self._server.get_bound_port())
+        self._thread = threading.Thread(target=self._loop.run, name="rtsp-server", daemon=True)
+        self._thread.start()
+
+    def url(self, stream: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"rtsp://{host}:{self.port}/{stream}"
+
+    def publish(self, stream: str, width: int, height: int, fps: float, bitrate_kbps: int) -> str:
+        """Mount ``/stream`` for frames of this size; returns its URL."""
+        factory = self._rtsp.RTSPMediaFactory.new()
+        factory.set_launch(encoder_launch(width, height, fps, bitrate_kbps))
+        factory.set_shared(True)
+        factory.connect("media-configure", self._on_media, stream)
+        with self._lock:
+            self._appsrcs[stream] = []
+            self._sizes[stream] = (width, height)
+        self._server.get_mount_points().add_factory(f"/{stream}", factory)
+        return self.url(stream)
+
+    def _on_media(self, _factory: Any, media: Any, stream: str) -> None:
+        appsrc = media.get_element().get_by_name_recurse_up("src")
+        with self._lock:
+            self._appsrcs[stream].append(appsrc)
+
+        def gone(_media: Any) -> None:
+            with self._lock:
+                if appsrc in self._appsrcs[stream]:
+                    self._appsrcs[stream].remove(appsrc)
+
+        media.connect("unprepared", gone)
+
+    def size(self, stream: str) -> tuple[int, int] | None:
+        return self._sizes.get(stream)
+
+    def viewers(self, stream: str) -> int:
+        with self._lock:
+            return len(self._appsrcs.get(stream, ()))
+
+    def push(self, stream: str, image: np.ndarray) -> bool:
+        """Hand one BGR frame (published size) to the mount's encoder; False when nobody watches."""
+        with self._lock:
+            targets = list(self._appsrcs.get(stream, ()))
+        if not targets:
+            return False
+        data = np.ascontiguousarray(image).tobytes()
+        for appsrc in targets:
+            appsrc.emit("push-buffer", self._gst.Buffer.new_wrapped(data))
+        return True
+
+    def close(self) -> None:
+        """End every viewer's stream, disconnect them and stop the server thread."""
+        with self._lock:
+            targets = [a for srcs in self._appsrcs.values() for a in srcs]
+        for appsrc in targets:
+            appsrc.emit("end-of-stream")
+        self._server.client_filter(lambda _server, _client: self._rtsp.RTSPFilterResult.REMOVE)
+        source = self._context.find_source_by_id(self._source_id)
+        if source is not None:
+            source.destroy()
+        self._loop.quit()
+        self._thread.join(timeout=5)

@@ -78,6 +78,14 @@ BAD = [
         "unknown streams: nope",
     ),
     (
+        "rtsp output names unknown stream",
+        GOOD + "outputs:\n  - type: rtsp\n    streams: [nope]\n",
+        1,
+        "(top level)",
+        "rtsp output names unknown streams: nope",
+    ),
+    ("rtsp output port", GOOD + "outputs:\n  - type: rtsp\n    port: 70000\n", 8, "outputs.0.port", "65535"),
+    (
         "live output without http",
         GOOD + "outputs:\n  - type: live\nhttp:\n  enabled: false\n",
         1,

@@ -1,10 +1,10 @@
-"""Outputs: video files, JSON Lines statistics, the live view, PNG snapshots, a window."""
+"""Outputs: video files, JSON Lines statistics, the live view, RTSP, PNG snapshots, a window."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, SnapshotOutput, VideoOutput
+from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, RtspOutput, SnapshotOutput, VideoOutput
 from ..metrics import Metrics
 from ..server import LiveHub
 from .base import Sink
@@ -21,6 +21,7 @@ def build_sinks(
     from .display import DisplaySink
     from .jsonl import JsonlSink
     from .live import LiveSink
+    from .rtsp import RtspSink
     from .snapshot import SnapshotSink
     from .video import VideoSink
 
@@ -38,6 +39,8 @@ def build_sinks(
                 sinks.append(SnapshotSink(o))
             elif isinstance(o, DisplayOutput):
                 sinks.append(DisplaySink())
+            elif isinstance(o, RtspOutput):
+                sinks.append(RtspSink(o, fps_of, metrics))
     except BaseException:
         for s in sinks:
             s.close()

@@ -1,0 +1,58 @@
+"""Overlay streams served over RTSP (H.264), for VLC, ffplay, NVRs and other pipelines.
+
+The server is GStreamer's gst-rtsp-server (``streamseg.gst``, the only module that imports
+``gi``). A stream's mount appears with its first overlay, at that overlay's size; later frames of
+another size (a camera that reconnected at a new resolution) are resized to it, because a
+viewer's decoder was configured for the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from ..config import RtspOutput
+from ..frames import SegResult
+from ..metrics import Metrics
+from .base import Sink
+
+log = logging.getLogger(__name__)
+
+
+class RtspSink(Sink):
+    wants_overlay = True
+
+    def __init__(self, cfg: RtspOutput, fps_of: Callable[[str], float | None], metrics: Metrics) -> None:
+        from ..gst import RtspServer
+
+        self.cfg = cfg
+        self._fps_of = fps_of
+        self._encode = metrics.stage_seconds.labels("encode")
+        self.server = RtspServer(cfg.host, cfg.port)
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        stream = result.frame.stream
+        if self.cfg.streams is not None and stream not in self.cfg.streams:
+            return
+        image = overlay if overlay is not None else result.frame.image
+        size = self.server.size(stream)
+        if size is None:
+            h, w = image.shape[:2]
+            fps = self.cfg.fps or self._fps_of(stream) or 25.0
+            url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
+            log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
+            size = (w, h)
+        if not self.server.viewers(stream):
+            return  # nobody watches: no encoding
+        start = time.perf_counter()
+        if (image.shape[1], image.shape[0]) != size:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        self.server.push(stream, image)
+        self._encode.observe(time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.server.close()
