@@ -71,7 +71,10 @@ def report() -> list[tuple[str, str]]:
     rows.append(("pycuda", _module("pycuda")))
     rows.append(("torch", _module("torch")))
     rows.append(("gstreamer (gst-launch-1.0)", shutil.which("gst-launch-1.0") or "not found"))
+    from .gst import rtsp_output_unavailable_reason
     from .outputs.display import display_unavailable_reason
+
+    rows.append(("rtsp output", rtsp_output_unavailable_reason() or "available"))
 
     rows.append(("display output", display_unavailable_reason() or "available"))
     return rows

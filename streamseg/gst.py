@@ -150,6 +150,18 @@ def _rtsp_modules() -> tuple[Any, Any, Any]:
     return gst, GstRtspServer, GLib
 
 
+def rtsp_output_unavailable_reason() -> str | None:
+    """Why ``type: rtsp`` outputs cannot run here, or None (for ``streamseg doctor``)."""
+    try:
+        _rtsp_modules()
+    except MissingDependencyError as e:
+        return str(e)
+    missing = [e for e in ("appsrc", "videoconvert", "x264enc", "rtph264pay") if not has_element(e)]
+    if missing:
+        return f"GStreamer elements missing: {', '.join(missing)} (apt-get install gstreamer1.0-plugins-ugly ...-good)"
+    return None
+
+
 def encoder_launch(width: int, height: int, fps: float, bitrate_kbps: int) -> str:
     """The per-mount pipeline: BGR frames pushed into appsrc 'src' -> H.264 -> RTP payloader 'pay0'.
 

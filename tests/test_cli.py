@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamseg.media import count_frames
+from tests.support.rtsp import skip_reason as rtsp_skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "samples" / "bikes.mp4"
@@ -83,6 +84,9 @@ def test_models_and_doctor() -> None:
     r = streamseg("doctor")
     assert r.returncode == 0
     assert "libx264 (encode)" in r.stdout and "CPUExecutionProvider" in r.stdout and "cuda driver" in r.stdout
+    rtsp_line = next(line for line in r.stdout.splitlines() if line.startswith("rtsp output"))
+    if rtsp_skip_reason() is None:  # the same Debian packages serve RTSP in the tests
+        assert rtsp_line.split()[-1] == "available", rtsp_line
 
 
 def _file_pipeline(tmp_path: Path, uri: str, extra_sources: str = "", realtime: bool = False) -> Path:
