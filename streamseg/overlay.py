@@ -129,9 +129,11 @@ def blend(
     cols = np.asarray(painted_small.any(axis=0))
     if not rows.any():
         return image  # nothing to paint (e.g. only background in view)
-    big = _upscaled_bgra(class_map, palette, w, h, scratch)
     y0, y1 = _painted_rows_cols(rows, h, class_map.shape[0])
     x0, x1 = _painted_rows_cols(cols, w, class_map.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return image  # shrinking the map skipped every painted row or column: no output pixel is painted
+    big = _upscaled_bgra(class_map, palette, w, h, scratch)
     region = image[y0:y1, x0:x1]
     rh, rw = y1 - y0, x1 - x0
     # views into full-size scratch buffers: the box changes every frame, the buffers must not

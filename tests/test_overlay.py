@@ -121,6 +121,18 @@ def test_blend_writes_into_the_image(rng: np.random.Generator) -> None:
     assert not np.array_equal(image, before)
 
 
+def test_blend_when_shrinking_skips_every_painted_pixel(rng: np.random.Generator) -> None:
+    # A 9x9 map shown at 3x3 reads source rows/cols 1, 4, 7: a class painted only at (0, 0)
+    # reaches no output pixel, and the painted box is empty.
+    image = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)
+    cmap = np.zeros((9, 9), np.uint8)
+    cmap[0, 0] = 1
+    p = make_palette(NAMES, COLORS_RGB)
+    out = blend(image.copy(), cmap, p, 0.5)
+    np.testing.assert_array_equal(out, reference_blend(image, cmap, np.array(p.colors_bgr), p.lut[:3, 3] == 255, 0.5))
+    np.testing.assert_array_equal(out, image)
+
+
 def test_transparent_classes_leave_pixels_unchanged_exactly(rng: np.random.Generator) -> None:
     image = rng.integers(0, 256, (45, 80, 3), dtype=np.uint8)
     cmap = rng.integers(0, 3, (9, 15), dtype=np.uint8)
