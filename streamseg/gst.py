@@ -11,6 +11,7 @@ import importlib
 import sys
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -165,17 +166,27 @@ def rtsp_output_unavailable_reason() -> str | None:
 def encoder_launch(width: int, height: int, fps: float, bitrate_kbps: int) -> str:
     """The per-mount pipeline: BGR frames pushed into appsrc 'src' -> H.264 -> RTP payloader 'pay0'.
 
-    appsrc keeps at most 4 frames and drops the oldest: a slow viewer never grows memory or stalls
-    the pipeline. One key frame a second (and SPS/PPS with each) lets a viewer start within a second.
+    A leaky queue keeps at most 4 frames and drops the oldest: a slow viewer never grows memory or
+    stalls the pipeline (a queue rather than appsrc's own leaky-type, which needs GStreamer 1.20;
+    JetPack 5 has 1.16). One key frame a second (and SPS/PPS with each) lets a viewer start
+    within a second. x264 takes I420, which needs even sizes: see ``even_size``.
     """
-    rate = max(1, round(fps))
-    caps = f"video/x-raw,format=BGR,width={width},height={height},framerate={rate}/1"
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 (I420) needs an even frame size, got {width}x{height}")
+    rate = Fraction(fps).limit_denominator(1001)  # NTSC 29.97... -> 30000/1001
+    caps = f"video/x-raw,format=BGR,width={width},height={height},framerate={rate.numerator}/{rate.denominator}"
     return (
-        f"( appsrc name=src is-live=true format=time do-timestamp=true max-buffers=4 leaky-type=downstream "
-        f"caps={caps} ! videoconvert ! video/x-raw,format=I420 ! "
-        f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate_kbps} key-int-max={rate} ! "
+        f"( appsrc name=src is-live=true format=time do-timestamp=true caps={caps} ! "
+        "queue leaky=downstream max-size-buffers=4 max-size-bytes=0 max-size-time=0 ! "
+        "videoconvert ! video/x-raw,format=I420 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate_kbps} key-int-max={max(1, round(fps))} ! "
         "rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The largest even size within (width, height): what an RTSP mount publishes."""
+    return max(2, width & ~1), max(2, height & ~1)
 
 
 class RtspServer:

@@ -64,3 +64,31 @@ def test_gstreamer_missing_file_is_a_one_line_error(need_gst: None, tmp_path: Pa
     assert frames == []
     assert source.error is not None and source.error.startswith(f"stream 'g' ({tmp_path}/none.mp4): ")
     assert "\n" not in source.error
+
+
+@pytest.mark.parametrize(
+    ("fps", "rate", "gop"),
+    [(25.0, "25/1", 25), (30000 / 1001, "30000/1001", 30), (60000 / 1001, "60000/1001", 60), (29.97, "2997/100", 30)],
+)
+def test_encoder_launch_frame_rate(fps: float, rate: str, gop: int) -> None:
+    launch = gst.encoder_launch(640, 360, fps, 2000)
+    assert f"framerate={rate}," in launch.replace(" ", ",") and f"key-int-max={gop} " in launch
+    assert "bitrate=2000 " in launch and "name=pay0" in launch
+
+
+def test_encoder_launch_refuses_odd_sizes() -> None:
+    with pytest.raises(ValueError, match="even frame size, got 641x360"):
+        gst.encoder_launch(641, 360, 25, 2000)
+    assert gst.even_size(853, 481) == (852, 480)
+    assert gst.even_size(640, 360) == (640, 360)
+    assert gst.even_size(1, 1) == (2, 2)
+
+
+def test_encoder_launch_parses_with_this_gstreamer() -> None:
+    # Every element and property must exist here: a misspelt or too-new property is a GLib.Error
+    # from parse_launch, while gst-rtsp-server would only warn and run without it.
+    if not all(gst.has_element(e) for e in ("appsrc", "x264enc", "rtph264pay")):
+        pytest.skip("GStreamer with gstreamer1.0-plugins-ugly/-good is not installed")
+    launch = gst.encoder_launch(320, 180, 29.97, 1000).strip("() ")
+    pipeline = gst._gst_module().parse_launch(launch)
+    assert pipeline.get_by_name("src") is not None and pipeline.get_by_name("pay0") is not None

@@ -1,7 +1,8 @@
 """Overlay streams served over RTSP (H.264), for VLC, ffplay, NVRs and other pipelines.
 
 The server is GStreamer's gst-rtsp-server (``streamseg.gst``, the only module that imports
-``gi``). A stream's mount appears with its first overlay, at that overlay's size; later frames of
+``gi``). A stream's mount appears with its first overlay, at that overlay's size rounded down to
+even numbers (H.264 in I420 needs them; an odd 853x480 is published as 852x480); later frames of
 another size (a camera that reconnected at a new resolution) are resized to it, because a
 viewer's decoder was configured for the first.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..config import RtspOutput
 from ..frames import SegResult
+from ..gst import RtspServer, even_size  # gi itself loads only when a server starts
 from ..metrics import Metrics
 from .base import Sink
 
@@ -27,8 +29,6 @@ class RtspSink(Sink):
     wants_overlay = True
 
     def __init__(self, cfg: RtspOutput, fps_of: Callable[[str], float | None], metrics: Metrics) -> None:
-        from ..gst import RtspServer
-
         self.cfg = cfg
         self._fps_of = fps_of
         self._encode = metrics.stage_seconds.labels("encode")
@@ -41,7 +41,7 @@ class RtspSink(Sink):
         image = overlay if overlay is not None else result.frame.image
         size = self.server.size(stream)
         if size is None:
-            h, w = image.shape[:2]
+            w, h = even_size(image.shape[1], image.shape[0])
             fps = self.cfg.fps or self._fps_of(stream) or 25.0
             url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
             log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
@@ -50,7 +50,10 @@ class RtspSink(Sink):
             return  # nobody watches: no encoding
         start = time.perf_counter()
         if (image.shape[1], image.shape[0]) != size:
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            if 0 <= image.shape[1] - size[0] <= 1 and 0 <= image.shape[0] - size[1] <= 1:
+                image = image[: size[1], : size[0]]  # odd size: drop the last row/column, no resampling
+            else:
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         self.server.push(stream, image)
         self._encode.observe(time.perf_counter() - start)
 

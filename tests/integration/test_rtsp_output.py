@@ -112,3 +112,31 @@ def test_rtsp_output_port_in_use_is_one_line_error(clip: Path, tmp_path: Path, r
         port = blocker.getsockname()[1]
         with pytest.raises(OutputError, match=rf"^rtsp output: cannot listen on 127\.0\.0\.1:{port} "):
             run_pipeline(_config(port, tmp_path, clip)).wait(60)
+
+
+def test_rtsp_output_odd_frame_size_is_published_even(tmp_path: Path, run_pipeline) -> None:  # type: ignore[no-untyped-def]
+    # x264 (I420) refuses odd sizes: without rounding, viewers of a 321x181 stream got RTSP 5XX.
+    port = free_port()
+    frames: list[np.ndarray] = []
+    errors: list[BaseException] = []
+    rp = run_pipeline(
+        f"""
+name: odd
+sources:
+  - {{name: odd, uri: "synthetic://?width=321&height=181&fps=25", realtime: true}}
+model: {{path: selfie_landscape}}
+outputs:
+  - {{type: rtsp, port: {port}}}
+http: {{enabled: false}}
+"""
+    )
+    viewer = threading.Thread(target=_watch, args=(f"rtsp://127.0.0.1:{port}/odd", frames, errors))
+    viewer.start()
+    deadline = time.monotonic() + 30
+    while len(frames) < 30 and not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rp.stop()  # a live synthetic stream never ends by itself
+    viewer.join(30)
+    assert not errors, errors
+    assert len(frames) >= 30, f"the viewer decoded only {len(frames)} frames"
+    assert {f.shape for f in frames} == {(180, 320, 3)}
