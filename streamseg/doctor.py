@@ -75,6 +75,5 @@ def report() -> list[tuple[str, str]]:
     from .outputs.display import display_unavailable_reason
 
     rows.append(("rtsp output", rtsp_output_unavailable_reason() or "available"))
-
     rows.append(("display output", display_unavailable_reason() or "available"))
     return rows

@@ -199,7 +199,7 @@ class RtspServer:
 
     def __init__(self, host: str, port: int) -> None:
         gst, rtsp, glib = _rtsp_modules()
-        self._gst, self._rtsp, self._glib = gst, rtsp, glib
+        self._gst, self._rtsp = gst, rtsp
         self._lock = threading.Lock()
         self._appsrcs: dict[str, list[Any]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
