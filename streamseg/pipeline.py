@@ -31,6 +31,7 @@ from .postprocess import Smoother, area_ratios, to_class_maps
 from .preprocess import preprocess
 from .server import HttpServer, LiveHub
 from .sources import Source
+from .status import StreamStatus, StreamTracker
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class StreamWorker:
         cfg: PipelineConfig,
         metrics: Metrics,
         on_error: threading.Event,
+        tracker: StreamTracker,
     ) -> None:
         self.name = name
+        self.tracker = tracker
         self.sinks = sinks
         self.palette = palette
         self.cfg = cfg
@@ -118,7 +121,9 @@ class StreamWorker:
                     self._write(i, sink, result, image)
             self.processed += 1
             self._processed.inc()
-            self._latency.observe(time.monotonic() - result.frame.capture_time)
+            latency = time.monotonic() - result.frame.capture_time
+            self._latency.observe(latency)
+            self.tracker.frame_done(latency, result.area_ratio)
 
 
 class Pipeline:
@@ -136,6 +141,8 @@ class Pipeline:
         self.http: HttpServer | None = None
         self.ready = threading.Event()  # set once every stage runs (tests wait on it)
         self.backend_description = ""
+        self._sources: list[Source] = []
+        self._trackers: dict[str, StreamTracker] = {}
 
     def stop(self) -> None:
         """Ask every stage to finish; safe from signal handlers and other threads."""
@@ -170,11 +177,22 @@ class Pipeline:
             hub = LiveHub([s.name for s in sources]) if cfg.http.enabled else None
             sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
             output_failed = threading.Event()
-            workers = {s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed) for s in sources}
+            trackers = {s.name: StreamTracker(c.class_names) for s in sources}
+            workers = {
+                s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed, trackers[s.name])
+                for s in sources
+            }
+            self._sources, self._trackers = sources, trackers
             try:
                 if hub is not None:
                     self.http = HttpServer(
-                        cfg.http.host, cfg.http.port, cfg.name, hub, m.exposition, lambda: self._health(sources)
+                        cfg.http.host,
+                        cfg.http.port,
+                        cfg.name,
+                        hub,
+                        m.exposition,
+                        lambda: self._health(sources),
+                        self.status,
                     )
                     self.http.start()
                     log.info("live view: %s  metrics: %smetrics", self.http.url, self.http.url)
@@ -252,17 +270,35 @@ class Pipeline:
             for r in results:  # blocks when a stream's outputs lag: back-pressure to the batcher
                 workers[r.frame.stream].queue.put(r)
 
+    def status(self) -> list[StreamStatus]:
+        """Every stream now, in config order; empty before ``run()`` has opened the sources."""
+        now = time.monotonic()
+        out = []
+        for s in self._sources:
+            fps, frames, latency, ratios = self._trackers[s.name].snapshot(now)
+            error = _without_uri(s.error, s) if s.error else None
+            out.append(StreamStatus(s.name, _state(s), fps, frames, s.dropped, latency, ratios, error))
+        return out
+
     def _health(self, sources: list[Source]) -> tuple[bool, dict[str, object]]:
-        streams = {
-            s.name: ("up" if s.up else "failed" if s.error else "finished" if s.finished.is_set() else "down")
-            for s in sources
-        }
+        streams = {s.name: _state(s) for s in sources}
         ok = (
             self.ready.is_set()
             and not self.stop_event.is_set()
             and any(v in ("up", "finished") for v in streams.values())
         )
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
+
+
+def _state(s: Source) -> str:
+    return "up" if s.up else "failed" if s.error else "finished" if s.finished.is_set() else "down"
+
+
+def _without_uri(text: str, s: Source) -> str:
+    """The error without the stream's URI: status goes to browsers, which see stream names only."""
+    for uri in (s.cfg.uri, s.cfg.display_uri):
+        text = text.replace(f" ({uri})", "").replace(uri, "<uri>")
+    return text
 
 
 __all__ = ["Pipeline", "RunSummary"]

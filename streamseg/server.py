@@ -6,6 +6,7 @@ The page shows stream names only, never URLs, so no password can reach a browser
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .errors import OutputError
+from .status import StreamStatus
 
 log = logging.getLogger(__name__)
 _BOUNDARY = "streamsegframe"
@@ -91,6 +93,7 @@ class HttpServer:
         hub: LiveHub,
         metrics: Callable[[], bytes],
         health: Callable[[], tuple[bool, dict[str, object]]],
+        status: Callable[[], list[StreamStatus]],
     ) -> None:
         self.hub = hub
         server = self
@@ -118,6 +121,9 @@ class HttpServer:
                 elif path == "/healthz":
                     ok, detail = health()
                     self._send(200 if ok else 503, "application/json", json.dumps(detail).encode())
+                elif path == "/api/streams":  # what the page polls for its cards; names, never URLs
+                    body = {"name": title, "streams": [dataclasses.asdict(s) for s in status()]}
+                    self._send(200, "application/json", json.dumps(body).encode())
                 elif path.startswith("/stream/") and path.endswith(".mjpg"):
                     self._mjpeg(path[len("/stream/") : -len(".mjpg")])
                 elif path.startswith("/stream/") and path.endswith(".jpg"):

@@ -183,13 +183,14 @@ class Source:
             cfg.queue_size,
             drop_oldest=self.live,
             notify=notify,
-            on_drop=lambda: metrics.frames_dropped.labels(self.name, "queue_full").inc(),
+            on_drop=lambda: self._drop("queue_full"),
         )
         self.fps: float | None = None
         self.finished = threading.Event()  # no more frames will come
         self.error: str | None = None  # set when the stream failed for good
         self.up = False
         self.frames_read = 0
+        self.dropped = 0  # frames read but never queued or evicted from the queue
         self.last_frame_time = 0.0
         self._last_pts: float | None = None
         self._stop = threading.Event()
@@ -207,6 +208,10 @@ class Source:
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1  # one writer: the reader thread (queue_full happens inside its put)
+        self.metrics.frames_dropped.labels(self.name, reason).inc()
 
     def _set_up(self, up: bool) -> None:
         if up != self.up:
@@ -357,7 +362,7 @@ class Source:
             self.frames_read += 1
             if min_gap:
                 if pts + 1e-6 < next_pts:
-                    self.metrics.frames_dropped.labels(self.name, "fps_cap").inc()
+                    self._drop("fps_cap")
                     continue
                 next_pts = max(next_pts + min_gap, pts)
             if self.cfg.realtime and self.uri.kind in ("file", "synthetic"):  # a live synthetic stream paces too

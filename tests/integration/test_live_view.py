@@ -66,6 +66,16 @@ def test_mjpeg_stream_and_endpoints(run_pipeline) -> None:  # type: ignore[no-un
     wait_for(lambda: http_get(rp.url + "stream/left.jpg")[0] == 200, 20, "a first live frame")
     status, body, _ctype = http_get(rp.url + "healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "streams": {"left": "up", "right": "up"}}
+    wait_for(
+        lambda: all(s["frames"] >= 2 for s in json.loads(http_get(rp.url + "api/streams")[1])["streams"]), 20, "frames"
+    )
+    status, body, ctype = http_get(rp.url + "api/streams")
+    api = json.loads(body)
+    assert status == 200 and ctype == "application/json" and api["name"] == "live-test"
+    assert [s["name"] for s in api["streams"]] == ["left", "right"]
+    for s in api["streams"]:
+        assert s["state"] == "up" and s["fps"] > 0 and s["latency_s"] > 0 and s["error"] is None
+        assert set(s["class_area_ratio"]) == {"background", "person"}
     assert http_get(rp.url + "stream/nosuch.mjpg")[0] == 404
     assert http_get(rp.url + "nothing")[0] == 404
     import urllib.request
