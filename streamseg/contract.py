@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ModelError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# The bundled models are package data (streamseg/bundled/<name>/), so a pip-installed streamseg finds
+# them from any directory. A plain path rather than importlib.resources: ONNX Runtime and TensorRT
+# open the file by name, and wheels install as real files.
+MODELS_DIR = Path(__file__).resolve().parent / "bundled"
+# Extra folders of <name>/<name>.json model folders, searched before the bundled ones (os.pathsep-separated).
+MODEL_PATH_ENV = "STREAMSEG_MODEL_PATH"
 
 
 class _Strict(BaseModel):
@@ -92,11 +98,19 @@ class LoadedModel:
     checkpoint_path: Path | None = None
 
 
+def model_dirs() -> list[Path]:
+    """Where models are found by name: $STREAMSEG_MODEL_PATH's folders first, then the bundled ones."""
+    extra = [Path(d) for d in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if d]
+    return [*extra, MODELS_DIR]
+
+
 def bundled_models() -> list[Path]:
-    """Sidecars of the models shipped in the repository's models/ folder."""
-    if not MODELS_DIR.is_dir():
-        return []
-    return sorted(p for p in MODELS_DIR.glob("*/*.json") if p.is_file())
+    """Sidecars of the models found by name: <dir>/<name>/<name>.json in each of ``model_dirs()``."""
+    found: list[Path] = []
+    for folder in model_dirs():
+        if folder.is_dir():
+            found += sorted(p for p in folder.glob("*/*.json") if p.is_file())
+    return found
 
 
 def resolve_model(ref: str) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from streamseg.contract import MODELS_DIR
 from streamseg.media import count_frames
 from tests.support.rtsp import skip_reason as rtsp_skip_reason
 
@@ -135,9 +136,9 @@ def test_corrupt_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_wrong_sidecar_is_a_one_line_error(tmp_path: Path) -> None:
-    sidecar = json.loads((ROOT / "models/selfie_landscape/selfie_landscape.json").read_text())
+    sidecar = json.loads((MODELS_DIR / "selfie_landscape/selfie_landscape.json").read_text())
     sidecar["input"]["width"] = 320
-    sidecar["onnx"] = str(ROOT / "models/selfie_landscape/selfie_landscape.onnx")
+    sidecar["onnx"] = str(MODELS_DIR / "selfie_landscape/selfie_landscape.onnx")
     (tmp_path / "m.json").write_text(json.dumps(sidecar))
     cfg = write(
         tmp_path,

@@ -13,6 +13,7 @@ import pytest
 
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend
 from streamseg.contract import (
+    MODEL_PATH_ENV,
     MODELS_DIR,
     LoadedModel,
     bundled_models,
@@ -47,6 +48,28 @@ def selfie_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "selfie"
     shutil.copytree(MODELS_DIR / "selfie_landscape", folder)
     return folder / "selfie_landscape.json"
+
+
+def test_bundled_model_resolves_by_name_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # package data, not a path relative to the checkout
+    assert resolve_model("selfie_landscape") == MODELS_DIR / "selfie_landscape" / "selfie_landscape.json"
+    assert MODELS_DIR.parent.name == "streamseg"
+
+
+def test_model_path_env_adds_folders_searched_by_name(
+    selfie_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = tmp_path / "extra"
+    folder = extra / "mine"
+    folder.mkdir(parents=True)
+    shutil.copy(selfie_copy.with_suffix(".onnx"), folder / "selfie_landscape.onnx")
+    shutil.copy(selfie_copy, folder / "mine.json")
+    with pytest.raises(ModelError, match="no bundled model of that name"):
+        resolve_model("mine")
+    monkeypatch.setenv(MODEL_PATH_ENV, f"{tmp_path / 'missing'}:{extra}")
+    assert resolve_model("mine") == folder / "mine.json"
+    assert load_model("mine").onnx_path == (folder / "selfie_landscape.onnx").resolve()
+    assert resolve_model("selfie_landscape").parent.parent == MODELS_DIR  # the bundled ones stay found
 
 
 def test_resolve_by_sidecar_and_by_onnx_path(selfie_copy: Path) -> None:

