@@ -150,32 +150,60 @@ def blend(
     return image
 
 
+# Legend text: cap height ~2.5 % of the frame height, so it reads the same on a 160x90 thumbnail
+# and a 4K frame, never below what Hershey glyphs need to stay legible (7 px; 6 to fit a narrow frame).
+LEGEND_CAP_RATIO = 0.025
+LEGEND_MIN_CAP_PX = 7
+LEGEND_MAX_CAP_PX = 64
+LEGEND_MAX_HEIGHT_RATIO = 0.6  # small frames show fewer rows rather than hide the picture
+_HERSHEY_CAP_PX = 20  # cap height of FONT_HERSHEY_SIMPLEX at fontScale 1 (measured)
+
+
+def _legend_metrics(labels: list[str], cap: float) -> tuple[float, int, int, int, int]:
+    """(font scale, thickness, line pitch, padding, box width) for text of cap height ``cap``."""
+    font = cap / _HERSHEY_CAP_PX
+    thick = max(1, round(cap / 14))
+    pad = max(2, round(cap * 0.4))
+    text_w = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font, thick)[0][0] for t in labels)
+    return font, thick, round(cap * 1.8), pad, 3 * pad + round(cap) + text_w
+
+
 def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, max_rows: int = 6) -> np.ndarray:
-    """Draw class swatches with area % in the top-left corner, largest classes first. In place."""
-    order = np.argsort(-ratios) if ratios is not None else np.arange(palette.num_classes)
-    rows = [int(i) for i in order[:max_rows]]
-    scale = max(0.4, min(image.shape[0], image.shape[1]) / 900)
-    line = int(22 * scale)
-    box_w = int(170 * scale)
-    pad = int(6 * scale)
-    x0, y0 = pad, pad
-    height = line * len(rows) + pad
-    if height + y0 > image.shape[0] or box_w + x0 > image.shape[1]:
+    """Draw class swatches with area % in the top-left corner, largest classes first. In place.
+
+    Text scales with the frame height (see LEGEND_CAP_RATIO); small frames show fewer rows and a
+    narrow one a slightly smaller font. A frame too small for one legible row gets no legend.
+    """
+    h, w = image.shape[:2]
+    order = [int(i) for i in (np.argsort(-ratios, kind="stable") if ratios is not None else range(palette.num_classes))]
+    labels = [palette.names[i] if ratios is None else f"{palette.names[i]} {100 * ratios[i]:.1f}%" for i in order]
+    labels = labels[:max_rows]
+    if not labels:
         return image
-    roi = image[y0 : y0 + height, x0 : x0 + box_w]
+    cap = float(min(LEGEND_MAX_CAP_PX, max(LEGEND_MIN_CAP_PX, LEGEND_CAP_RATIO * h)))
+    font, thick, line, pad, box_w = _legend_metrics(labels, cap)
+    if box_w + 2 * pad > w:  # text width is about proportional to the cap height: shrink once
+        cap = max(LEGEND_MIN_CAP_PX - 1.0, cap * (w - 2 * pad) / (box_w + 2 * pad))
+        font, thick, line, pad, box_w = _legend_metrics(labels, cap)
+    s = round(cap)  # swatch side; a row is a swatch beside a label, descenders below it
+    n = min(len(labels), int((LEGEND_MAX_HEIGHT_RATIO * h - 2 * pad - 1.4 * cap) // line) + 1)
+    box_h = 2 * pad + (n - 1) * line + round(1.4 * cap)
+    x0 = y0 = pad
+    if n < 1 or x0 + box_w + pad > w or y0 + box_h + pad > h:
+        return image
+    roi = image[y0 : y0 + box_h, x0 : x0 + box_w]
     roi[:] = (roi.astype(np.uint16) // 3).astype(np.uint8)  # darken so text reads on any frame
-    for r, i in enumerate(rows):
-        y = y0 + pad + r * line
-        cv2.rectangle(image, (x0 + pad, y), (x0 + pad + line - pad, y + line - pad), palette.colors_bgr[i], -1)
-        label = palette.names[i] if ratios is None else f"{palette.names[i]} {100 * ratios[i]:.1f}%"
+    for r in range(n):
+        top = y0 + pad + r * line
+        cv2.rectangle(image, (x0 + pad, top), (x0 + pad + s - 1, top + s - 1), palette.colors_bgr[order[r]], -1)
         cv2.putText(
             image,
-            label,
-            (x0 + 2 * pad + line, y + line - pad - 2),
+            labels[r],
+            (x0 + 2 * pad + s, top + s),
             cv2.FONT_HERSHEY_SIMPLEX,
-            0.45 * scale,
+            font,
             (255, 255, 255),
-            1,
+            thick,
             cv2.LINE_AA,
         )
     return image

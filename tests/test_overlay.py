@@ -247,3 +247,63 @@ def test_unknown_mode() -> None:
         render(
             np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2), np.uint8), make_palette(NAMES, COLORS_RGB), "sparkle", 0.5
         )
+
+
+def _legend_geometry(height: int, width: int) -> tuple[tuple[int, int, int, int] | None, list[int]]:
+    """Draw a 3-row legend (capitals and digits only: no descenders) on flat grey; return the
+    darkened box (y0, y1, x0, x1) inclusive, or None when nothing was drawn, and the pixel height
+    of each row of white text, measured on the picture."""
+    grey = 150
+    image = np.full((height, width, 3), grey, np.uint8)
+    p = make_palette(["SKY", "ROAD", "CAR"], COLORS_RGB, transparent=[])
+    draw_legend(image, p, np.array([0.125, 0.5, 0.375]))
+    changed = (image != grey).any(axis=2)
+    if not changed.any():
+        return None, []
+    ys, xs = np.nonzero(changed)
+    box = (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max()))
+    white = (image >= 200).all(axis=2).any(axis=1)
+    runs, start = [], None
+    for y, on in enumerate([*white, False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            runs.append(y - start)
+            start = None
+    return box, runs
+
+
+def _assert_inside(box: tuple[int, int, int, int], height: int, width: int) -> None:
+    y0, y1, x0, x1 = box
+    assert y0 >= 2 and x0 >= 2 and y1 <= height - 3 and x1 <= width - 3, (box, height, width)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "rows"),
+    [(90, 160, 3), (180, 320, 3), (360, 640, 3), (1080, 1920, 3), (2160, 3840, 3)],
+)
+def test_legend_text_scales_with_the_frame_and_stays_inside(height: int, width: int, rows: int) -> None:
+    box, runs = _legend_geometry(height, width)
+    assert box is not None
+    _assert_inside(box, height, width)
+    assert len(runs) == rows
+    # capitals measured on the picture: ~2.5 % of the height, never below 7 px (legible)
+    low, high = max(6, 0.02 * height), max(10, 0.033 * height)
+    assert all(low <= r <= high for r in runs), (runs, low, high)
+    assert box[1] - box[0] <= 0.6 * height  # the picture stays visible
+    if height >= 2160:
+        assert min(runs) >= 45  # not tiny at 4K (the old legend drew 24 px capitals there)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1600, 90), (90, 100), (60, 320), (2160, 120), (30, 400)])
+def test_legend_on_awkward_frames_is_whole_or_absent(height: int, width: int) -> None:
+    box, runs = _legend_geometry(height, width)
+    if box is None:
+        return
+    _assert_inside(box, height, width)
+    assert runs and min(runs) >= 5  # a shrunk font stays legible
+    y0, y1, x0, x1 = box
+    image = np.full((height, width, 3), 150, np.uint8)
+    draw_legend(image, make_palette(["SKY", "ROAD", "CAR"], COLORS_RGB, transparent=[]), np.array([0.1, 0.5, 0.4]))
+    edges = np.concatenate([image[y0 : y1 + 1, x1], image[y1, x0 : x1 + 1]])
+    assert (edges == 50).all()  # the text never reaches the box's right or bottom edge (not clipped)
