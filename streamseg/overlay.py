@@ -222,7 +222,7 @@ def render(
     """The overlay for one frame in mode 'blend', 'mask' or 'side-by-side'.
 
     'blend' writes into ``image``; 'mask' returns a scratch buffer; 'side-by-side' returns a new
-    array twice as wide (the original left, the blend right) and leaves ``image`` alone.
+    array twice as wide (the original left, the blend and legend right) and leaves ``image`` alone.
     """
     scratch = scratch or Scratch()
     h, w = image.shape[:2]
@@ -238,6 +238,6 @@ def render(
         blend(right, class_map, palette, alpha, scratch)
     else:
         raise ValueError(f"unknown overlay mode '{mode}' (blend, mask, side-by-side)")
-    if legend:
-        draw_legend(out, palette, ratios)
+    if legend:  # side by side: on the blend, so the original stays untouched
+        draw_legend(out[:, w:] if mode == "side-by-side" else out, palette, ratios)
     return out

@@ -307,3 +307,12 @@ def test_legend_on_awkward_frames_is_whole_or_absent(height: int, width: int) ->
     draw_legend(image, make_palette(["SKY", "ROAD", "CAR"], COLORS_RGB, transparent=[]), np.array([0.1, 0.5, 0.4]))
     edges = np.concatenate([image[y0 : y1 + 1, x1], image[y1, x0 : x1 + 1]])
     assert (edges == 50).all()  # the text never reaches the box's right or bottom edge (not clipped)
+
+
+def test_side_by_side_draws_the_legend_on_the_blend_only(rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    cmap = rng.integers(0, 3, (9, 15), dtype=np.uint8)
+    p = make_palette(NAMES, COLORS_RGB)
+    out = render(image.copy(), cmap, p, "side-by-side", 0.5, np.array([0.5, 0.3, 0.2]))
+    np.testing.assert_array_equal(out[:, :640], image)
+    assert (out[:, 640:] != blend(image.copy(), cmap, p, 0.5)).any()
