@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ._deps import require
 from .errors import ConfigError
 from .postprocess import resize_labels
 
@@ -65,7 +66,8 @@ def read_mask(path: Path) -> np.ndarray:
         if out.max(initial=0) > 255:
             raise ConfigError(f"{path}: class index {int(out.max())} does not fit 0..254")
         return out.astype(np.uint8)
-    from PIL import Image  # Pillow keeps palette indices; OpenCV would return colors
+    # Pillow keeps palette indices; OpenCV would return colors
+    Image = require("PIL.Image", "train", "reading PNG masks (eval, train)")  # noqa: N806 - the module's name
 
     try:
         with Image.open(path) as im:

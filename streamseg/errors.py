@@ -47,9 +47,13 @@ class OutputError(StreamsegError):
 
 
 class MissingDependencyError(StreamsegError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """A dependency is missing; the message says what to install: the extra, ``install`` (a system
+    package), or streamseg itself again when ``extra`` is None (a base dependency went missing)."""
 
-    def __init__(self, module: str, extra: str, purpose: str) -> None:
-        super().__init__(f"{purpose} needs the Python module '{module}': pip install 'streamseg[{extra}]'")
+    def __init__(
+        self, module: str, extra: str | None, purpose: str, install: str | None = None, detail: str = ""
+    ) -> None:
+        how = install or (f"pip install 'streamseg[{extra}]'" if extra else "pip install --force-reinstall streamseg")
+        super().__init__(f"{purpose} needs the Python module '{module}'{detail}: {how}")
         self.module = module
         self.extra = extra

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._deps import require
 from .errors import MissingDependencyError, OutputError, SourceError
 
 SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
@@ -31,13 +32,10 @@ def _gst_module() -> Any:
         try:
             gi = importlib.import_module("gi")
         except ImportError:
+            # A venv does not see the system's PyGObject: retry once with its folder on the path.
             sys.path.append(SYSTEM_DIST_PACKAGES)
             try:
-                gi = importlib.import_module("gi")
-            except ImportError:
-                raise MissingDependencyError(
-                    "gi", "gstreamer", "GStreamer decoding (apt-get install python3-gi gstreamer1.0-plugins-base)"
-                ) from None
+                gi = require("gi", None, "GStreamer", install="apt-get install python3-gi gstreamer1.0-plugins-base")
             finally:
                 sys.path.remove(SYSTEM_DIST_PACKAGES)
         gi.require_version("Gst", "1.0")
@@ -146,7 +144,10 @@ def _rtsp_modules() -> tuple[Any, Any, Any]:
         from gi.repository import GLib, GstRtspServer
     except (ValueError, ImportError):
         raise MissingDependencyError(
-            "GstRtspServer", "gstreamer", "RTSP output (apt-get install gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp)"
+            "gi.repository.GstRtspServer",
+            None,
+            "RTSP output",
+            install="apt-get install gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp",
         ) from None
     return gst, GstRtspServer, GLib
 

@@ -11,15 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from .._deps import require
 
 
 def _cuda() -> Any:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise MissingDependencyError("pycuda", "tensorrt", "the TensorRT backend's CUDA layer") from None
-    return cuda
+    return require("pycuda.driver", "tensorrt", "the TensorRT backend's CUDA layer")
 
 
 class CudaContext:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._deps import require
 from ..contract import TensorInfo
 from ..errors import BackendError, MissingDependencyError, ModelError
 from .base import Backend
@@ -23,11 +24,7 @@ _ORT_TYPES = {
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "onnx", "the onnxruntime backend") from None
-    return onnxruntime
+    return require("onnxruntime", None, "the onnxruntime backend")  # a base dependency
 
 
 class OnnxRuntimeBackend(Backend):

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from .._deps import require
 from ..config import TensorRTConfig
 from ..contract import TensorInfo, check_io, sha256_file
 from ..doctor import cuda_driver
 from ..engines import CalibrationBatches, EngineKey, decide, engine_path, write_engine
-from ..errors import BackendError, MissingDependencyError, ModelError
+from ..errors import BackendError, ModelError
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,7 @@ trt_log = logging.getLogger("streamseg.tensorrt")
 
 
 def _trt() -> Any:
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependencyError("tensorrt", "tensorrt", "the TensorRT backend") from None
-    return tensorrt
+    return require("tensorrt", "tensorrt", "the TensorRT backend")
 
 
 def driver_missing_reason() -> str | None:

@@ -3,13 +3,13 @@ missing install fails in one place with the extra to install."""
 
 from __future__ import annotations
 
-from ..errors import MissingDependencyError
+from .._deps import require
 
-try:
-    import torch
-    import torch.nn.functional as F  # noqa: N812 - the conventional name
-    from torch import Tensor, nn
-except ImportError:  # pragma: no cover - exercised only without torch
-    raise MissingDependencyError("torch", "train", "the model zoo, training and export") from None
+# require() raises the one-line error without torch; the plain imports below keep mypy's types.
+require("torch", "train", "the model zoo, training and export")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402, N812 - the conventional name
+from torch import Tensor, nn  # noqa: E402
 
 __all__ = ["F", "Tensor", "nn", "torch"]
