@@ -10,6 +10,7 @@ import dataclasses
 import html
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +81,18 @@ for (const img of document.querySelectorAll("img")) {{
 }}
 </script></body></html>"""
     return page.encode()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A client that hangs up mid-request or mid-response (a closed tab, a scraper's timeout)
+        is routine: one debug line instead of socketserver's traceback on stderr. Anything else is a
+        bug and keeps its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.debug("http client %s went away: %s", client_address[0], error)
+        else:
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class HttpServer:
@@ -170,7 +183,7 @@ class HttpServer:
 
         self._stopping = threading.Event()
         try:
-            self._httpd = ThreadingHTTPServer((host, port), Handler)
+            self._httpd = _Server((host, port), Handler)
         except OSError as e:
             raise OutputError(f"http server {host}:{port}: cannot listen: {e.strerror}") from None
         self._httpd.daemon_threads = True
