@@ -228,3 +228,75 @@ def test_shipped_pipelines_validate(path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(var, "test-value")
     cfg = load_config(path)
     assert cfg.sources
+
+
+# --- issue 9, items 4 and 5: numbers the code can use, YAML that cannot exhaust the loader ---------
+
+_NUMBERS = [
+    ("batch: {max_wait_ms: .inf}\n", "batch.max_wait_ms", "finite"),
+    ("batch: {max_wait_ms: 1e300}\n", "batch.max_wait_ms", "less than or equal to 60000"),
+    ("postprocess: {smoothing: .nan}\n", "postprocess.smoothing", "finite"),
+    ("overlay: {alpha: .nan}\n", "overlay.alpha", "finite"),
+    ("model: {path: selfie_landscape, threads: 100000}\n", "model.threads", "less than or equal to 1024"),
+    ("http: {port: 70000}\n", "http.port", "less than or equal to 65535"),
+]
+
+
+@pytest.mark.parametrize(("extra", "key", "fragment"), _NUMBERS)
+def test_numbers_are_finite_and_bounded(extra: str, key: str, fragment: str) -> None:
+    text = "sources:\n  - {name: a, uri: 'synthetic://', timeouts: {open_s: 1}}\n" + extra
+    if not extra.startswith("model"):
+        text += "model: {path: selfie_landscape}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml")
+    assert f": {key}: " in str(info.value) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        ("sources:\n  - name: a\n    timeouts: {open_s: .inf}\n", "sources.0.timeouts.open_s"),
+        ("sources:\n  - name: a\n    reconnect: {max_s: 1e12}\n", "sources.0.reconnect.max_s"),
+        ("sources:\n  - name: a\n    fps: .inf\n", "sources.0.fps"),
+    ],
+)
+def test_source_numbers_are_bounded(source: tuple[str, str]) -> None:
+    text, key = source
+    with pytest.raises(ConfigError) as info:
+        parse_config(text + "    uri: 'synthetic://'\nmodel: {path: selfie_landscape}\n", "p.yaml")
+    assert f": {key}: " in str(info.value)
+
+
+_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a: " + "[" * 20_000 + "]" * 20_000 + "\n", "p.yaml:1: invalid YAML: nested deeper than 32 levels"),
+        ("a:\n" + "".join("  " * i + "-\n" for i in range(1, 100)), "invalid YAML: nested deeper than 32 levels"),
+        (_BOMB, "invalid YAML: more than 100000 values once aliases are expanded"),
+        ("a: &a [*a]\n", "p.yaml:1: invalid YAML: nested deeper than 32 levels (through aliases)"),
+        ("a: " + "x" * (1 << 20) + "\n", "p.yaml:1: invalid YAML: larger than 1048576 bytes"),
+        ("name: !!int abc\n", "p.yaml:1: invalid YAML: cannot read value 'abc'"),
+        ("name: !!python/object:os.system x\n", "p.yaml:1: invalid YAML: could not determine a constructor"),
+    ],
+)
+def test_yaml_bounds_are_one_line(text: str, error: str) -> None:
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml")
+    assert str(info.value).startswith(error) or error in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - start < 5
+
+
+def test_huge_config_file_is_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match=r"big.yaml:1: invalid YAML: larger than 1048576 bytes"):
+        load_config(path)
