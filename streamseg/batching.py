@@ -43,10 +43,17 @@ class Batcher:
                 took = True
         return took
 
-    def next_batch(self, stop: threading.Event) -> Batch | None:
-        """The next batch, or None once every source has finished and drained (or on stop)."""
+    def next_batch(self, stop: threading.Event, timeout: float | None = None) -> Batch | None:
+        """The next batch, or None once every source has finished and drained, on stop, or when
+        ``timeout`` seconds pass without a frame.
+
+        The timeout is what keeps the caller's clocks running (``--duration``, the watchdog) while
+        every stream is silent: a dead camera beside a finished file must not hang the loop. Once a
+        frame is taken the batch closes by ``max_wait_ms`` as usual, whatever the timeout.
+        """
         frames: list[Frame] = []
         deadline: float | None = None
+        give_up = None if timeout is None else time.monotonic() + timeout
         while not stop.is_set():
             while len(frames) < self.max_batch and self._take_round(frames):
                 pass
@@ -57,14 +64,17 @@ class Batcher:
             now = time.monotonic()
             if frames and (deadline is None or now >= deadline or self._all_done()):
                 break
-            if not frames and self._all_done():
+            if not frames and (self._all_done() or (give_up is not None and now >= give_up)):
                 return None
             # A file reader under back-pressure refills within microseconds of a take; only wait
             # for the deadline when no stream has anything queued.
             with self.cond:
                 if not any(len(s.queue) for s in self.sources):
-                    timeout = 0.1 if deadline is None else max(0.0, deadline - now)
-                    self.cond.wait(timeout)
+                    if deadline is not None:
+                        wait = deadline - now
+                    else:
+                        wait = 0.1 if give_up is None else min(0.1, give_up - now)
+                    self.cond.wait(max(0.0, wait))
         if not frames:
             return None
         self._start = (self._start + 1) % len(self.sources)

@@ -35,6 +35,8 @@ from .status import StreamStatus, StreamTracker
 
 log = logging.getLogger(__name__)
 
+IDLE_WAIT_S = 0.25  # longest the loop waits for a frame before it checks its deadline and stop again
+
 
 @dataclass
 class RunSummary:
@@ -226,7 +228,6 @@ class Pipeline:
         smoother = Smoother(cfg.postprocess.smoothing)
         h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
         deadline = None if self.duration is None else time.monotonic() + self.duration
-        next_watch = 0.0
         # On a GPU backend, frames are preprocessed, histogrammed and blended where the engine runs.
         on_device = backend.device_frames(self.palette, cfg.overlay.alpha, cfg.overlay.mode == "blend")
         if on_device is not None:
@@ -236,11 +237,10 @@ class Pipeline:
             if deadline is not None and now >= deadline:
                 log.info("duration reached")
                 break
-            if now >= next_watch:
-                for s in sources:
-                    s.check_watchdog(now)
-                next_watch = now + 0.5
-            batch: Batch | None = batcher.next_batch(self.stop_event)
+            # The batcher gives up after a short wait so --duration holds while no stream sends a
+            # frame (a dead camera beside a finished file); each source runs its own watchdog.
+            wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, deadline - now)
+            batch: Batch | None = batcher.next_batch(self.stop_event, timeout=wait)
             if batch is None:
                 if all(s.finished.is_set() for s in sources):
                     break

@@ -167,8 +167,45 @@ def synthetic_frame(base: np.ndarray, i: int) -> np.ndarray:
     return img
 
 
+class Backoff:
+    """Delays between reconnect attempts: ``initial_s``, growing by ``factor`` per failure up to ``max_s``.
+
+    The cap is what bounds how late a returning camera is seen: at most ``max_s`` plus one open
+    (config.Reconnect keeps it at 5 s so a stream is back within 10 s of its server, whatever the
+    outage length). One probe per ``max_s`` is a refused connect or one open timeout, no load on a
+    dead host, so a longer outage needs no slower probing.
+    """
+
+    def __init__(self, initial_s: float, factor: float, max_s: float) -> None:
+        self.initial_s, self.factor, self.max_s = initial_s, factor, max_s
+        self.failures = 0  # failed attempts in a row
+        self._delay = min(initial_s, max_s)
+
+    @property
+    def delay(self) -> float:
+        """The wait before the next attempt."""
+        return self._delay
+
+    def failed(self) -> None:
+        """An attempt failed: count it and lengthen the next wait (up to the cap)."""
+        if self.failures:
+            self._delay = min(self._delay * self.factor, self.max_s)
+        self.failures += 1
+
+    def succeeded(self) -> None:
+        """Frames came: the next outage starts again from ``initial_s``."""
+        self.failures = 0
+        self._delay = min(self.initial_s, self.max_s)
+
+
 class Source:
-    """One stream: a reader thread, its queue, its up/down state and its counters."""
+    """One stream: a reader thread, its queue, its up/down state and its counters.
+
+    A live stream also gets a watchdog thread on its own clock: no frame for ``watchdog_s`` marks
+    it down at once, even while its reader is still blocked in a read (up to ``read_s``), and makes
+    the reader drop that connection and reconnect: a late frame from a stalled connection never
+    marks the stream up again.
+    """
 
     def __init__(
         self, cfg: SourceConfig, metrics: Metrics, notify: Callable[[], None], max_frames: int | None = None
@@ -196,34 +233,55 @@ class Source:
         self._stop = threading.Event()
         self._notify = notify
         self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
+        self._state = threading.RLock()  # up, last_frame_time and _stale: reader and watchdog threads
+        self._stale = False  # the watchdog gave up on the current connection
         self._reader: Reader | None = None
         self._secrets = [p for p in [password_of(cfg.uri)] if p]
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+        if self.live:
+            self._watchdog.start()
 
     def stop(self) -> None:
         self._stop.set()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+        if self._watchdog.is_alive():
+            self._watchdog.join(timeout)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1  # one writer: the reader thread (queue_full happens inside its put)
         self.metrics.frames_dropped.labels(self.name, reason).inc()
 
     def _set_up(self, up: bool) -> None:
-        if up != self.up:
+        with self._state:
+            if up == self.up:
+                return
             self.up = up
             self.metrics.stream_up.labels(self.name).set(1 if up else 0)
-            log.info("stream %s is %s", self.name, "up" if up else "down")
+        log.info("stream %s is %s", self.name, "up" if up else "down")
 
-    def check_watchdog(self, now: float) -> None:
-        """Mark a live stream down when no frame came for ``watchdog_s`` (a frozen server)."""
-        if self.live and self.up and now - self.last_frame_time > self.cfg.timeouts.watchdog_s:
-            log.warning("stream %s: no frame for %.1f s", self.name, now - self.last_frame_time)
+    def check_watchdog(self, now: float) -> bool:
+        """Mark a live stream down when no frame came for ``watchdog_s`` (a frozen or throttled
+        server) and have the reader drop that connection; True if it fired."""
+        with self._state:
+            silent = now - self.last_frame_time
+            if not (self.live and self.up and silent > self.cfg.timeouts.watchdog_s):
+                return False
+            self._stale = True
             self._set_up(False)
+        log.warning("%s", self._msg(f"no frame for {silent:.1f} s; reconnecting"))
+        return True
+
+    def _watch(self) -> None:
+        # A quarter of watchdog_s (at most 0.25 s) between checks: down within watchdog_s + 0.25 s.
+        period = min(0.25, self.cfg.timeouts.watchdog_s / 4)
+        while not self._stop.wait(period) and not self.finished.is_set():
+            self.check_watchdog(time.monotonic())
 
     def _msg(self, text: str) -> str:
         return f"stream '{self.name}' ({self.cfg.display_uri}): {scrub(text, self._secrets)}"
@@ -262,8 +320,8 @@ class Source:
         return hardware_decoder() is not None
 
     def _run(self) -> None:
-        delay = self.cfg.reconnect.initial_s
-        failures = 0
+        rc = self.cfg.reconnect
+        backoff = Backoff(rc.initial_s, rc.factor, rc.max_s)
         last_reason = ""
         try:
             while not self._stop.is_set():
@@ -275,10 +333,12 @@ class Source:
                         self.error = self._msg(str(e))
                         log.error("%s", self.error)
                         return
-                    failures += 1
+                    backoff.failed()
                     last_reason = str(e)
-                    log.warning("%s (attempt %d, retry in %.1f s)", self._msg(str(e)), failures, delay)
+                    log.warning("%s (attempt %d, retry in %.1f s)", self._msg(str(e)), backoff.failures, backoff.delay)
                 else:
+                    with self._state:
+                        self._stale = False  # a new connection: the watchdog starts afresh
                     try:
                         got = self._pump(self._reader)
                     except SourceError as e:
@@ -292,20 +352,18 @@ class Source:
                     if not self.live or self._done():
                         return
                     if got:
-                        failures, delay = 0, self.cfg.reconnect.initial_s
+                        backoff.succeeded()
                     else:
-                        failures += 1
+                        backoff.failed()
                     last_reason = "the stream ended without a frame"
-                    log.warning("%s: stream ended; reconnecting in %.1f s", self._msg("lost"), delay)
-                rc = self.cfg.reconnect
-                if rc.max_attempts is not None and failures > rc.max_attempts:
-                    self.error = self._msg(f"gave up after {failures} failure(s) in a row; last: {last_reason}")
+                    log.warning("%s: stream ended; reconnecting in %.1f s", self._msg("lost"), backoff.delay)
+                if rc.max_attempts is not None and backoff.failures > rc.max_attempts:
+                    self.error = self._msg(f"gave up after {backoff.failures} failure(s) in a row; last: {last_reason}")
                     log.error("%s", self.error)
                     return
-                if self._stop.wait(delay):
+                if self._stop.wait(backoff.delay):
                     return
                 self.metrics.reconnects.labels(self.name).inc()
-                delay = min(delay * rc.factor, rc.max_s)
         finally:
             self._set_up(False)
             self.finished.set()
@@ -356,8 +414,12 @@ class Source:
             self._last_pts = pts
             if not got:
                 got = True
-            self._set_up(True)
-            self.last_frame_time = now
+            with self._state:
+                if self._stale:  # the watchdog gave this connection up: a late frame is not "up"
+                    log.info("%s", self._msg("dropping a stalled connection's late frame; reconnecting"))
+                    return got
+                self.last_frame_time = now  # before up: the watchdog reads both under the lock
+                self._set_up(True)
             index = self.frames_read
             self.frames_read += 1
             if min_gap:

@@ -137,6 +137,26 @@ def test_stop_returns_none() -> None:
         stopper.cancel()
 
 
+def test_timeout_returns_none_while_no_stream_sends() -> None:
+    # A camera that never delivers (never started here) must not hold the caller: its --duration
+    # and watchdog run between calls. Without a timeout the call would wait for ever.
+    batcher, sources = make({"idle": None}, max_batch=2, max_wait_ms=10)
+    started = time.monotonic()
+    assert batcher.next_batch(threading.Event(), timeout=0.3) is None
+    waited = time.monotonic() - started
+    assert 0.29 <= waited < 5.0
+    assert not sources[0].finished.is_set()
+
+
+def test_timeout_never_cuts_a_started_batch_short() -> None:
+    # Once a frame is taken, the batch closes by max_wait_ms, not by the caller's timeout.
+    batcher, sources = make({"one": 1, "idle": None}, max_batch=4, max_wait_ms=200)
+    sources[0].start()
+    assert sources[0].finished.wait(TIMEOUT_S)
+    batch = batcher.next_batch(threading.Event(), timeout=0.01)
+    assert batch is not None and [(f.stream, f.index) for f in batch.frames] == [("one", 0)]
+
+
 def test_endless_sources_until_stop() -> None:
     batcher, sources = make({"a": None, "b": None}, max_batch=3, max_wait_ms=5)
     for s in sources:

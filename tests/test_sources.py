@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from streamseg.config import SourceConfig
+from streamseg.config import Reconnect, SourceConfig
 from streamseg.frames import Frame
 from streamseg.metrics import Metrics
-from streamseg.sources import FrameQueue, Source
+from streamseg.sources import Backoff, FrameQueue, Source
 
 TIMEOUT_S = 30.0  # a guard against hangs, far above what any of these takes
 
@@ -279,3 +280,63 @@ def test_rtsp_bad_port_fails_without_leaking_the_password(caplog: pytest.LogCapt
         "stream 'cam' (rtsp://admin:***@127.0.0.1:notaport/live): gave up after 1 failure(s) in a row; last: "
     )
     assert all("Hunter2Secret" not in r.getMessage() for r in caplog.records)
+
+
+# --- reconnect back-off and the watchdog (issue 9, items 9 and 10) ------------------------------
+
+
+def test_backoff_grows_to_its_cap_and_starts_over_after_frames() -> None:
+    b = Backoff(initial_s=0.5, factor=2.0, max_s=5.0)
+    delays = []
+    for _ in range(8):
+        b.failed()
+        delays.append(b.delay)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+    assert b.failures == 8
+    b.succeeded()
+    assert (b.failures, b.delay) == (0, 0.5)
+    assert Backoff(initial_s=9.0, factor=2.0, max_s=5.0).delay == 5.0
+
+
+def test_reconnect_cap_is_at_most_five_seconds() -> None:
+    # A camera must be back within 10 s of its return: one capped wait, one open, one keyframe.
+    assert Reconnect().max_s <= 5.0
+    with pytest.raises(ValidationError, match="less than or equal to 5"):
+        Reconnect(max_s=30)
+    with pytest.raises(ValidationError, match=r"initial_s \(3\) must not exceed max_s \(2\)"):
+        Reconnect(initial_s=3, max_s=2)
+
+
+def test_watchdog_marks_a_silent_live_stream_down_and_a_late_frame_does_not_bring_it_up() -> None:
+    # A live pattern sending one frame per 2 s is a camera stalling after every frame. The watchdog
+    # runs on its own clock (no pipeline loop here) and the frame that comes late belongs to a
+    # connection it gave up on: it is dropped and the source reconnects instead.
+    metrics = Metrics()
+    cfg = SourceConfig(
+        name="cam",
+        uri="synthetic://?width=16&height=16&fps=0.5",
+        realtime=True,
+        timeouts={"watchdog_s": 0.5},
+        reconnect={"initial_s": 0.05},
+    )
+    source = Source(cfg, metrics, lambda: None)
+    metrics.add_stream("cam", [])
+    changes: list[tuple[float, bool]] = []
+    source.start()
+    try:
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            if not changes or changes[-1][1] != source.up:
+                changes.append((time.monotonic(), source.up))
+            time.sleep(0.01)
+    finally:
+        source.stop()
+        source.join(5)
+    ups = [t for t, up in changes if up]
+    downs = [t for t, up in changes if not up and ups and t > ups[0]]
+    assert ups and downs, changes
+    assert downs[0] - ups[0] <= 0.5 + 0.5, f"down {downs[0] - ups[0]:.2f} s after the last frame (watchdog 0.5 s)"
+    # A late frame never brought it up: every "up" after the first came from a new connection.
+    reconnects = metrics.registry.get_sample_value("streamseg_stream_reconnects_total", {"stream": "cam"}) or 0
+    assert reconnects >= 1
+    assert len(ups) <= reconnects + 1, (len(ups), reconnects)
