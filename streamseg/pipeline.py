@@ -195,6 +195,7 @@ class Pipeline:
                         m.exposition,
                         lambda: self._health(sources),
                         self.status,
+                        self.palette,
                     )
                     self.http.start()
                     log.info("live view: %s  metrics: %smetrics", self.http.url, self.http.url)

@@ -14,12 +14,16 @@ import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .errors import OutputError
 from .status import StreamStatus
+
+if TYPE_CHECKING:
+    from .overlay import Palette
 
 log = logging.getLogger(__name__)
 _BOUNDARY = "streamsegframe"
@@ -57,28 +61,124 @@ class LiveHub:
             self._cond.notify_all()
 
 
-def index_page(title: str, streams: list[str]) -> bytes:
+def _class_rows(palette: Palette | None) -> str:
+    """One table row per class: swatch and bar in the class's overlay colour (the legend's)."""
+    if palette is None:
+        return ""
+    rows = []
+    for name, (b, g, r) in zip(palette.names, palette.colors_bgr, strict=True):
+        color = f"#{r:02x}{g:02x}{b:02x}"
+        rows.append(
+            f'<tr data-class="{html.escape(name)}" data-ratio="0"><td><s style="background:{color}"></s>'
+            f'{html.escape(name)}</td><td class="bar"><i style="background:{color}"></i></td>'
+            '<td class="pct">–</td></tr>'
+        )
+    return "".join(rows)
+
+
+def index_page(title: str, streams: list[str], palette: Palette | None = None) -> bytes:
+    """The live page: a card per stream (picture, state, fps, latency, class areas) that polls
+    ``/api/streams`` every second. Names only, never URLs; text reaches the DOM as text."""
+    rows = _class_rows(palette)
     cards = "\n".join(
-        f'<figure><img id="s-{html.escape(s)}" src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}">'
-        f"<figcaption>{html.escape(s)}</figcaption></figure>"
+        f'<section class="card" data-stream="{html.escape(s)}" data-state="unknown">'
+        f'<img class="live" id="s-{html.escape(s)}" src="/stream/{html.escape(quote(s))}.mjpg" alt="{html.escape(s)}">'
+        f'<h2><span class="name">{html.escape(s)}</span> <span class="state">…</span></h2>'
+        '<p class="nums"><span class="fps">–</span> fps · <span class="lat">–</span> latency · '
+        '<span class="frames">0</span> frames · <span class="dropped">0</span> dropped</p>'
+        f'<p class="error" hidden></p><table class="areas"><tbody>{rows}</tbody></table></section>'
         for s in streams
     )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · streamseg</title>
-<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}}
-figure{{display:inline-block;margin:.5em}}img{{max-width:46vw;background:#222;min-width:160px;min-height:90px}}
-a{{color:#8cf}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>{len(streams)} stream(s) · <a href="/metrics">metrics</a> · <a href="/healthz">health</a></p>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{html.escape(title)} · streamseg</title>
+<style>
+body{{font:15px/1.4 system-ui,sans-serif;background:#111;color:#eee;margin:1em}}
+h1{{font-size:1.4em;margin:0 0 .2em}}a{{color:#8cf}}
+#conn{{color:#9a9}}body[data-conn=unreachable] #conn{{color:#fff;background:#a22;padding:.2em .5em}}
+main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:1em}}
+.card{{background:#1c1c1c;border-radius:6px;padding:.6em;border-left:5px solid #666}}
+.card[data-state=up]{{border-color:#3c3}}.card[data-state=down]{{border-color:#e93}}
+.card[data-state=failed]{{border-color:#e33}}body[data-conn=unreachable] .card{{opacity:.55}}
+img{{width:100%;background:#222;aspect-ratio:16/9;object-fit:contain;display:block}}
+h2{{font-size:1.15em;margin:.4em 0 0}}.state{{font-size:.8em;padding:.1em .5em;border-radius:1em;background:#444}}
+[data-state=up] .state{{background:#264}}[data-state=down] .state{{background:#851}}
+[data-state=failed] .state{{background:#822}}.nums{{margin:.2em 0;color:#ccc}}.error{{color:#f88}}
+table{{width:100%;border-spacing:0 3px}}td{{padding:.1em .3em;white-space:nowrap}}
+td s{{display:inline-block;width:.9em;height:.9em;margin-right:.4em;vertical-align:-.1em;outline:1px solid #777}}
+td.bar{{width:60%;background:#383838;padding:0}}.bar i{{display:block;height:1em;width:0}}
+.pct{{text-align:right}}
+</style></head>
+<body data-conn="connecting"><h1>{html.escape(title)}</h1>
+<p><span id="conn">connecting…</span> · {len(streams)} stream(s) · <a href="/metrics">metrics</a>
+· <a href="/healthz">health</a></p>
+<main>
 {cards}
+</main>
 <script>
-// Tests and people can see which streams have shown a frame.
-for (const img of document.querySelectorAll("img")) {{
-  img.addEventListener("load", () => {{
-    img.dataset.loaded = img.naturalWidth + "x" + img.naturalHeight;
-    document.title = "frames: " + document.querySelectorAll("img[data-loaded]").length;
-  }});
+"use strict";
+// Every value reaches the page through textContent or a number: nothing from the server is parsed as HTML.
+const cards = new Map([...document.querySelectorAll(".card")].map(c => [c.dataset.stream, c]));
+const conn = document.getElementById("conn");
+let polls = 0;
+for (const img of document.querySelectorAll("img.live")) {{
+  img.dataset.src = img.getAttribute("src");
+  img.addEventListener("load", () => {{ img.dataset.loaded = img.naturalWidth + "x" + img.naturalHeight; }});
+  img.addEventListener("error", () => {{ delete img.dataset.loaded; img.dataset.broken = "1"; }});
 }}
+function show(s) {{
+  const card = cards.get(s.name);
+  if (!card) return;
+  const set = (sel, text) => {{ card.querySelector(sel).textContent = text; }};
+  card.dataset.state = s.state;
+  card.dataset.fps = s.fps.toFixed(2);
+  set(".state", s.state);
+  set(".fps", s.fps.toFixed(1));
+  set(".lat", s.latency_s === null ? "–" : Math.round(s.latency_s * 1000) + " ms");
+  set(".frames", String(s.frames));
+  set(".dropped", String(s.dropped));
+  const err = card.querySelector(".error");
+  err.textContent = s.error || "";
+  err.hidden = !s.error;
+  const body = card.querySelector("tbody");
+  const rows = [...body.rows];
+  for (const tr of rows) {{
+    const r = Number(s.class_area_ratio[tr.dataset.class] || 0);
+    tr.dataset.ratio = r.toFixed(4);
+    tr.querySelector(".pct").textContent = (100 * r).toFixed(1) + "%";
+    tr.querySelector("i").style.width = (100 * r).toFixed(1) + "%";
+    tr.hidden = rows.length > 6 && r === 0;  // many classes: list the ones in view
+  }}
+  rows.sort((a, b) => b.dataset.ratio - a.dataset.ratio).forEach(tr => body.appendChild(tr));
+  const img = card.querySelector("img");
+  if (img.dataset.broken && s.state === "up") {{  // the picture went away and is back: reconnect
+    delete img.dataset.broken;
+    img.src = img.dataset.src + "?t=" + Date.now();
+  }}
+}}
+async function poll() {{
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 2500);
+  try {{
+    const r = await fetch("/api/streams", {{cache: "no-store", signal: ctl.signal}});
+    if (!r.ok) throw new Error("status " + r.status);
+    (await r.json()).streams.forEach(show);
+    document.body.dataset.conn = "ok";
+    conn.textContent = "live · " + new Date().toLocaleTimeString();
+  }} catch (e) {{
+    document.body.dataset.conn = "unreachable";
+    conn.textContent = "server unreachable · retrying";
+    for (const card of cards.values()) {{
+      card.dataset.state = "unknown";
+      card.querySelector(".state").textContent = "?";
+    }}
+  }} finally {{
+    clearTimeout(timer);
+    document.body.dataset.polls = String(++polls);
+    setTimeout(poll, 1000);
+  }}
+}}
+poll();
 </script></body></html>"""
     return page.encode()
 
@@ -107,6 +207,7 @@ class HttpServer:
         metrics: Callable[[], bytes],
         health: Callable[[], tuple[bool, dict[str, object]]],
         status: Callable[[], list[StreamStatus]],
+        palette: Palette | None = None,
     ) -> None:
         self.hub = hub
         server = self
@@ -128,7 +229,7 @@ class HttpServer:
             def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 if path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", index_page(title, hub.streams))
+                    self._send(200, "text/html; charset=utf-8", index_page(title, hub.streams, palette))
                 elif path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, metrics())
                 elif path == "/healthz":
@@ -202,5 +303,6 @@ class HttpServer:
     def stop(self) -> None:
         self._stopping.set()
         self.hub.close()
-        self._httpd.shutdown()
+        if self._thread.ident is not None:  # shutdown() waits for serve_forever(), which never ran otherwise
+            self._httpd.shutdown()
         self._httpd.server_close()

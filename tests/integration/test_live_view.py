@@ -7,7 +7,9 @@ import re
 import shutil
 import subprocess
 import urllib.parse
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,25 +42,127 @@ http: {port: 0}
 """
 
 
-@pytest.mark.browser
-def test_chromium_shows_a_frame_of_every_stream(run_pipeline, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+class _Cards(HTMLParser):
+    """The stream cards of a dumped live page: attributes of each card, its picture and its class rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body: dict[str, str | None] = {}
+        self.cards: dict[str, dict[str, Any]] = {}
+        self._card: dict[str, Any] | None = None
+        self._cell: str | None = None
+        self.conn = ""
+        self._in_conn = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        elif tag == "span" and a.get("id") == "conn":
+            self._in_conn = True
+        elif tag == "section" and a.get("class") == "card":
+            self._card = self.cards[str(a["data-stream"])] = {"attrs": a, "rows": {}, "img": {}, "text": ""}
+        elif self._card is not None and tag == "img":
+            self._card["img"] = a
+        elif self._card is not None and tag == "tr":
+            self._cell = str(a["data-class"])
+            self._card["rows"][self._cell] = {"ratio": float(str(a["data-ratio"])), "text": ""}
+        elif self._card is not None and tag in ("s", "i") and self._cell is not None:
+            self._card["rows"][self._cell][tag] = a.get("style")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._card = None
+        elif tag == "tr":
+            self._cell = None
+        elif tag == "span":
+            self._in_conn = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_conn:
+            self.conn += data
+        if self._card is not None:
+            self._card["text"] += data
+            if self._cell is not None:
+                self._card["rows"][self._cell]["text"] += data
+
+
+def _chromium(tmp_path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (tools/install-system-deps.sh installs it)")
-    rp = run_pipeline(LIVE_PIPELINE)
-    for stream in ("left", "right"):
-        wait_for(lambda s=stream: http_get(rp.url + f"stream/{s}.jpg")[0] == 200, 30, f"a first {stream} frame")
-    # --timeout stops loading (MJPEG never finishes) and then dumps the DOM; generous for busy CI.
-    result = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--timeout=10000", "--dump-dom", rp.url],
+    # Virtual time runs the page's one-second polls without waiting them out; the MJPEG pictures
+    # never finish loading, the budget ends the run anyway.
+    return subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=4000",
+            *extra,
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=90,
     )
-    dom = result.stdout
-    assert "<title>frames: 2</title>" in dom, dom[:2000] + result.stderr[-2000:]
-    loaded = dict(re.findall(r'id="s-(\w+)"[^>]*data-loaded="(\d+x\d+)"', dom))
-    assert loaded == {"left": "320x180", "right": "480x270"}
+
+
+@pytest.mark.browser
+def test_chromium_sees_a_card_per_stream_with_class_areas(run_pipeline, clip: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rp = run_pipeline(
+        "name: live-cards\nsources:\n"
+        f'  - {{name: bikes, uri: "{clip}", loop: true, realtime: true}}\n'
+        '  - {name: synth, uri: "synthetic://?width=320&height=180&fps=25", realtime: true}\n'
+        "model: {path: selfie_landscape}\noutputs:\n  - {type: live, max_fps: 10}\nhttp: {port: 0}\n"
+    )
+    wait_for(lambda: all(http_get(rp.url + f"stream/{s}.jpg")[0] == 200 for s in ("bikes", "synth")), 30, "frames")
+    colors = {k.name: k.color for k in rp.pipeline.model.contract.classes}  # RGB
+    # People walk in and out of bikes.mp4 (a third of its frames show nobody): look again until
+    # a snapshot shows someone, checking every snapshot whole.
+    for _ in range(8):
+        result = _chromium(tmp_path, rp.url, "--dump-dom")
+        page = _Cards()
+        page.feed(result.stdout)
+        assert page.body.get("data-conn") == "ok", result.stdout[:3000] + result.stderr[-2000:]
+        assert int(str(page.body["data-polls"])) >= 2 and page.conn.startswith("live")
+        assert list(page.cards) == ["bikes", "synth"]
+        for card in page.cards.values():
+            assert card["attrs"]["data-state"] == "up" and float(card["attrs"]["data-fps"]) > 1
+            assert re.fullmatch(r"\d+x\d+", card["img"].get("data-loaded") or ""), card["img"]  # a picture arrived
+            assert re.search(r"\d+\.\d fps · \d+ ms latency", card["text"]), card["text"]
+            rows = card["rows"]
+            assert set(rows) == {"background", "person"}
+            assert sum(r["ratio"] for r in rows.values()) == pytest.approx(1, abs=2e-4)
+            for name, row in rows.items():
+                assert row["text"].strip() == f"{name}{100 * row['ratio']:.1f}%"
+                red, green, blue = colors[name]  # the model's palette: the swatch as served, the bar as set
+                assert row["s"] == f"background:#{red:02x}{green:02x}{blue:02x}"
+                assert f"background: rgb({red}, {green}, {blue})" in row["i"]
+                width = re.search(r"width: ([\d.]+)%", row["i"])
+                assert width and float(width[1]) == pytest.approx(100 * row["ratio"], abs=0.06), row["i"]
+        assert page.cards["bikes"]["img"]["data-loaded"] == "640x272"
+        if page.cards["bikes"]["rows"]["person"]["ratio"] > 0:
+            break
+    else:
+        pytest.fail("no snapshot of the page showed a person area on bikes")
+    # names only, never a URL or a path
+    assert str(clip) not in result.stdout and "synthetic://" not in result.stdout
+
+
+@pytest.mark.browser
+def test_page_says_when_the_server_is_unreachable(run_pipeline, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rp = run_pipeline(LIVE_PIPELINE)
+    status, html, _ = http_get(rp.url)
+    assert status == 200
+    rp.stop()  # the page outlives its server: polls fail, the cards say so
+    (tmp_path / "live.html").write_bytes(html)
+    result = _chromium(tmp_path, (tmp_path / "live.html").as_uri(), "--dump-dom")
+    page = _Cards()
+    page.feed(result.stdout)
+    assert page.body.get("data-conn") == "unreachable", result.stdout[:3000]
+    assert page.conn == "server unreachable · retrying" and int(str(page.body["data-polls"])) >= 2
+    assert {n: c["attrs"]["data-state"] for n, c in page.cards.items()} == {"left": "unknown", "right": "unknown"}
 
 
 def test_mjpeg_stream_and_endpoints(run_pipeline) -> None:  # type: ignore[no-untyped-def]
