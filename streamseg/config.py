@@ -20,26 +20,35 @@ from .uri import parse_source_uri, redact
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number the schema takes is finite and bounded to what the code can use: an infinite
+    # wait or a billion-frame batch validates nowhere, instead of failing mid-run (issue 9).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_HOUR = 3600.0
+_MAX_FPS = 1000.0
 
 
 class Timeouts(_Strict):
-    open_s: float = Field(10.0, gt=0, description="give up opening a stream after this long")
-    read_s: float = Field(5.0, gt=0, description="a blocked read fails after this long")
-    watchdog_s: float = Field(5.0, gt=0, description="no new frame for this long marks the stream down and reconnects")
+    open_s: float = Field(10.0, gt=0, le=_HOUR, description="give up opening a stream after this long")
+    read_s: float = Field(5.0, gt=0, le=_HOUR, description="a blocked read fails after this long")
+    watchdog_s: float = Field(
+        5.0, gt=0, le=_HOUR, description="no new frame for this long marks the stream down and reconnects"
+    )
 
 
 class Reconnect(_Strict):
-    initial_s: float = Field(0.5, gt=0, description="first back-off delay")
+    initial_s: float = Field(0.5, gt=0, le=_HOUR, description="first back-off delay")
     # At most 5 s: a camera is then back within 10 s of its return (one wait, one open, one
     # keyframe), however long it was away; one probe per 5 s is no load on a dead host.
     max_s: float = Field(
         5.0, gt=0, le=5, description="back-off cap (at most 5 s: a returning camera is seen within 10 s)"
     )
-    factor: float = Field(2.0, ge=1, description="back-off growth per failed attempt")
+    factor: float = Field(2.0, ge=1, le=100, description="back-off growth per failed attempt")
     max_attempts: int | None = Field(
         None,
         ge=0,
+        le=1_000_000,
         description="reconnect attempts after consecutive failures before giving the stream up; 0 = give up "
         "at the first failure; null = never give up",
     )
@@ -57,7 +66,7 @@ class SourceConfig(_Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
     )
     uri: str = Field(description="rtsp://, file:// or a path, /dev/videoN or an index, synthetic://")
-    fps: float | None = Field(None, gt=0, description="cap on frames taken per second")
+    fps: float | None = Field(None, gt=0, le=_MAX_FPS, description="cap on frames taken per second")
     loop: bool = Field(False, description="files: start again at the end")
     realtime: bool = Field(False, description="files: pace frames at their timestamps")
     queue_size: int = Field(4, ge=1, le=256, description="frames buffered between reader and batcher")
@@ -97,22 +106,22 @@ _DEFAULT_ORDER: tuple[BackendName, ...] = ("tensorrt", "torch", "onnxruntime")
 
 class CalibrationConfig(_Strict):
     data: str = Field(description="folder of images, or a video file/URI whose first frames are used")
-    frames: int = Field(200, ge=1, description="frames fed to the INT8 calibrator")
-    batch: int = Field(8, ge=1, description="calibration batch size")
+    frames: int = Field(200, ge=1, le=100_000, description="frames fed to the INT8 calibrator")
+    batch: int = Field(8, ge=1, le=256, description="calibration batch size")
     cache: str | None = Field(None, description="calibration cache file; default: next to the engine")
 
 
 class TensorRTConfig(_Strict):
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
-    opt_batch: int | None = Field(None, ge=1, description="batch TensorRT tunes for; default: batch.max_batch")
-    workspace_mb: int = Field(1024, ge=16, description="builder workspace limit")
-    dla_core: int | None = Field(None, ge=0, description="Jetson DLA core, with GPU fallback; null = GPU only")
+    opt_batch: int | None = Field(None, ge=1, le=64, description="batch TensorRT tunes for; default: batch.max_batch")
+    workspace_mb: int = Field(1024, ge=16, le=1 << 20, description="builder workspace limit")
+    dla_core: int | None = Field(None, ge=0, le=15, description="Jetson DLA core, with GPU fallback; null = GPU only")
     cache_dir: str = Field("engines", description="where engines, sidecars and the timing cache live")
     rebuild: bool = Field(True, description="rebuild a cached engine whose key does not match; false = refuse")
     min_agreement: float = Field(
         0.99, ge=0, le=1, description="pixel agreement with ONNX Runtime a new engine needs to go live"
     )
-    gate_frames: int = Field(8, ge=1, description="frames compared with ONNX Runtime after a build")
+    gate_frames: int = Field(8, ge=1, le=1024, description="frames compared with ONNX Runtime after a build")
     calibration: CalibrationConfig | None = Field(None, description="INT8 calibration input (precision int8)")
 
     @model_validator(mode="after")
@@ -139,14 +148,14 @@ class ModelConfig(_Strict):
         description="order tried by backend: auto",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
-    threads: int = Field(0, ge=0, description="CPU inference threads; 0 = library default")
+    threads: int = Field(0, ge=0, le=1024, description="CPU inference threads; 0 = library default")
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT engine settings")
     torch: TorchConfig = Field(default_factory=TorchConfig, description="torch backend settings")
 
 
 class BatchConfig(_Strict):
     max_batch: int = Field(4, ge=1, le=64, description="frames per engine call, across streams")
-    max_wait_ms: float = Field(10.0, ge=0, description="longest a frame waits for its batch to fill")
+    max_wait_ms: float = Field(10.0, ge=0, le=60_000, description="longest a frame waits for its batch to fill")
 
 
 class PostprocessConfig(_Strict):
@@ -168,13 +177,66 @@ class OverlayConfig(_Strict):
     )
 
 
+class Retention(_Strict):
+    """Which recordings of a video output to keep; the oldest go first, whichever limit is hit."""
+
+    max_files: int | None = Field(None, ge=1, le=1_000_000, description="keep at most this many files per stream")
+    max_bytes: int | None = Field(
+        None, ge=1, le=1 << 60, description="keep the closed files of a stream within this many bytes"
+    )
+    max_age_s: float | None = Field(
+        None, gt=0, le=10 * 365 * 86400, description="delete files last written longer ago than this"
+    )
+
+
 class VideoOutput(_Strict):
     type: Literal["video"]
-    path: str = Field("out/{stream}.mp4", description="H.264 MP4 per stream; {stream} is replaced")
-    fps: float | None = Field(None, gt=0, description="nominal rate; default: the source's")
+    path: str = Field(
+        "out/{stream}.mp4",
+        description="H.264 MP4 per stream; {stream} is replaced, and in the file name {start} (UTC start "
+        "time, 20260131T235959.123Z) and {index} (000000, continuing after the files already there)",
+    )
+    fps: float | None = Field(None, gt=0, le=_MAX_FPS, description="nominal rate; default: the source's")
     crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
     preset: str = Field("ultrafast", description="x264 preset")
     streams: list[str] | None = Field(None, description="only these streams; null = all")
+    container: Literal["fragmented", "standard"] = Field(
+        "fragmented",
+        description="fragmented: MP4 written fragment by fragment, a killed run (SIGKILL, power loss) keeps "
+        "all but about keyframe_s; standard: one index at the end, nothing playable until a clean stop",
+    )
+    keyframe_s: float = Field(
+        1.0, ge=0.04, le=60, description="seconds between keyframes, and the fragment length when fragmented"
+    )
+    fsync_s: float | None = Field(
+        5.0, gt=0, le=3600, description="force written video onto the disk this often and on close; null = the OS's"
+    )
+    segment_s: float | None = Field(
+        None,
+        ge=1,
+        le=7 * 86400,
+        description="start a new file every this many seconds of video (path needs {start} or {index}); "
+        "null = one file per run",
+    )
+    retention: Retention | None = Field(
+        None,
+        description="delete old files of each stream, this run's and earlier ones' (path needs {start} or "
+        "{index}); null = keep all",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> VideoOutput:
+        parent, _, name = self.path.rpartition("/")
+        if "{start}" in parent or "{index}" in parent:
+            raise ValueError("path: {start} and {index} may only appear in the file name, not in a folder")
+        if name.count("{start}") > 1 or name.count("{index}") > 1:
+            raise ValueError("path: {start} and {index} may each appear once")
+        numbered = "{start}" in name or "{index}" in name
+        if self.segment_s is not None and not numbered:
+            raise ValueError("segment_s needs {start} or {index} in path, or every segment overwrites the last")
+        if self.retention is not None and not numbered:
+            raise ValueError("retention needs {start} or {index} in path to tell its files apart")
+        return self
 
 
 class JsonlOutput(_Strict):
@@ -184,15 +246,15 @@ class JsonlOutput(_Strict):
 
 class LiveOutput(_Strict):
     type: Literal["live"]
-    max_fps: float = Field(10.0, gt=0, description="MJPEG frames per second per stream")
+    max_fps: float = Field(10.0, gt=0, le=120, description="MJPEG frames per second per stream")
     quality: int = Field(80, ge=10, le=100, description="JPEG quality")
-    width: int | None = Field(None, ge=64, description="downscale for the browser; null = as is")
+    width: int | None = Field(None, ge=64, le=7680, description="downscale for the browser; null = as is")
 
 
 class SnapshotOutput(_Strict):
     type: Literal["snapshot"]
     path: str = Field("out/snapshots/{stream}", description="folder per stream for PNG files")
-    every: int = Field(25, ge=1, description="keep one frame in this many")
+    every: int = Field(25, ge=1, le=1_000_000, description="keep one frame in this many")
     raw: bool = Field(True, description="save the source frame (true) or the overlay (false)")
 
 
@@ -205,7 +267,9 @@ class RtspOutput(_Strict):
     host: str = Field("127.0.0.1", description="bind address; loopback unless you mean it")
     port: int = Field(8554, ge=0, le=65535, description="RTSP port; 0 picks a free one (logged)")
     bitrate_kbps: int = Field(4000, ge=100, le=100_000, description="x264 target bitrate per stream")
-    fps: float | None = Field(None, gt=0, description="nominal rate in the stream's caps; default: the source's")
+    fps: float | None = Field(
+        None, gt=0, le=_MAX_FPS, description="nominal rate in the stream's caps; default: the source's"
+    )
     streams: list[str] | None = Field(None, description="only these streams; null = all")
 
 
@@ -273,8 +337,65 @@ def _interpolate(text: str, where: str) -> str:
     return _ENV.sub(sub, text)
 
 
-def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> Any:
-    lines[path] = node.start_mark.line + 1
+# A pipeline file is a few KB nested five deep. These bounds turn a hostile or broken file (a
+# 20,000-deep nesting, a 300-byte "billion laughs" alias bomb, /dev/zero) into one line, exit 2,
+# instead of a RecursionError or a validation that never ends.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000  # counted after alias expansion
+
+
+class _Limited(yaml.YAMLError):
+    """A YAML document over one of the bounds, with the line it was found on."""
+
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem, self.line = problem, line
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer (which recurses per level) refuses nesting beyond MAX_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _Limited(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def compose_bounded(text: str) -> yaml.Node | None:
+    """Compose YAML text under the size and depth bounds; raises yaml.YAMLError (``_Limited`` too)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _Limited(f"larger than {MAX_CONFIG_BYTES} bytes", 1)
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
+
+def plain_data(node: yaml.Node) -> Any:
+    """A composed node as Python data, aliases expanded within MAX_DEPTH and MAX_NODES (for sidecars)."""
+    return _to_python(node, (), {}, "", [0], interpolate=False)
+
+
+def _to_python(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, budget: list[int], interpolate: bool = True
+) -> Any:
+    # Aliases make a DAG (or a cycle) of the node tree; walking it expands them, so the walk itself
+    # is bounded: a cycle trips the depth bound, a bomb the node count.
+    budget[0] += 1
+    if budget[0] > MAX_NODES:
+        raise _Limited(f"more than {MAX_NODES} values once aliases are expanded", node.start_mark.line + 1)
+    if len(path) > MAX_DEPTH:
+        raise _Limited(f"nested deeper than {MAX_DEPTH} levels (through aliases)", node.start_mark.line + 1)
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -282,13 +403,16 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str)
             where = f"{file}:{key_node.start_mark.line + 1}: {'.'.join(map(str, (*path, key)))}"
             if key in out:
                 raise ConfigError(f"{where}: duplicate key")
-            out[key] = _to_python(value_node, (*path, key), lines, file)
+            out[key] = _to_python(value_node, (*path, key), lines, file, budget, interpolate)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, (*path, i), lines, file) for i, v in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
-    if isinstance(value, str) and "${" in value:
+        return [_to_python(v, (*path, i), lines, file, budget, interpolate) for i, v in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)  # the composer makes no other kind
+    try:
+        value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    except ValueError as e:  # e.g. `!!int abc`; the tag errors are yaml.YAMLError
+        raise _Limited(f"cannot read value '{node.value}': {e}", node.start_mark.line + 1) from None
+    if interpolate and isinstance(value, str) and "${" in value:
         where = f"{file}:{node.start_mark.line + 1}: {'.'.join(map(str, path))}"
         value = _interpolate(value, where)
     return value
@@ -305,7 +429,12 @@ def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline file; every problem is a ConfigError of one line."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # Read at most one byte past the bound: a huge file (or /dev/zero) is refused, not slurped.
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file}:1: invalid YAML: larger than {MAX_CONFIG_BYTES} bytes")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -314,17 +443,14 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{file}:{line}: invalid YAML: {problem}") from None
-    if root is None:
-        raise ConfigError(f"{file}:1: the file is empty")
     lines: dict[Path_, int] = {}
-    data = _to_python(root, (), lines, file)
+    try:
+        root = compose_bounded(text)
+        if root is None:
+            raise ConfigError(f"{file}:1: the file is empty")
+        data = _to_python(root, (), lines, file, [0])
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}:{yaml_error_line(e)}: invalid YAML: {yaml_error_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}:1: expected a mapping of settings at the top level")
     try:
@@ -342,6 +468,18 @@ def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
             msg = "required key is missing"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{file}:{_line_for(clean, lines)}: {key}: {_redact_msg(msg)}{more}") from None
+
+
+def yaml_error_line(e: yaml.YAMLError) -> int:
+    if isinstance(e, _Limited):
+        return e.line
+    mark = getattr(e, "problem_mark", None)
+    return mark.line + 1 if mark is not None else 1
+
+
+def yaml_error_problem(e: yaml.YAMLError) -> str:
+    problem = getattr(e, "problem", None) or str(e)
+    return str(problem).splitlines()[0] if str(problem).strip() else type(e).__name__
 
 
 _OUTPUT_TAGS = {get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(Output)[0])}
