@@ -69,3 +69,18 @@ def test_clients_that_hang_up_print_no_traceback(server: HttpServer, path: str, 
     _handlers_done()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Error" not in err, err[-3000:]
+
+
+def test_index_page_escapes_names_and_shows_the_palette() -> None:
+    from streamseg.overlay import make_palette
+    from streamseg.server import index_page
+
+    hostile = '"><img src=x onerror=alert(1)>'
+    palette = make_palette(["background", hostile], [(0, 0, 0), (255, 56, 8)])
+    page = index_page("<script>alert(1)</script>", ["cam-1.a"], palette).decode()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and 'data-class="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"' in page
+    assert '<s style="background:#ff3808">' in page  # the class colour as the overlay paints it (RGB)
+    assert 'data-stream="cam-1.a"' in page and 'src="/stream/cam-1.a.mjpg"' in page
+    assert page.count('<section class="card"') == 1 and page.count("<tr ") == 2
+    assert "://" not in page  # no URL of any kind
