@@ -192,7 +192,7 @@ def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, 
     if n < 1 or x0 + box_w + pad > w or y0 + box_h + pad > h:
         return image
     roi = image[y0 : y0 + box_h, x0 : x0 + box_w]
-    roi[:] = (roi.astype(np.uint16) // 3).astype(np.uint8)  # darken so text reads on any frame
+    np.floor_divide(roi, 3, out=roi)  # darken so text reads on any frame (in place: no temporaries)
     for r in range(n):
         top = y0 + pad + r * line
         cv2.rectangle(image, (x0 + pad, top), (x0 + pad + s - 1, top + s - 1), palette.colors_bgr[order[r]], -1)
