@@ -1,11 +1,20 @@
-"""Overlay video per stream: H.264 in MP4, finalized on exit (SIGINT/SIGTERM included)."""
+"""Overlay video per stream: H.264 in MP4, finalized on exit (SIGINT/SIGTERM included).
+
+By default the MP4 is fragmented, so a run killed outright (SIGKILL, OOM killer, power loss) still
+leaves a file that plays up to about ``keyframe_s`` before the kill. With ``segment_s`` each stream
+records the way NVRs do: a new file every N seconds of video, named by ``{start}`` or ``{index}``,
+each one finalized as the next begins, and ``retention`` deleting the oldest files of the stream.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +28,186 @@ from .base import Sink
 
 log = logging.getLogger(__name__)
 
+# {start}: UTC, millisecond resolution so that segments of a file read faster than real time get
+# distinct names; fixed width, so names sort in time order.
+_START_RE = r"\d{8}T\d{6}\.\d{3}Z"
+_INDEX_WIDTH = 6
+
+
+def format_start(wall_time: float) -> str:
+    """``{start}`` for a wall-clock time: ``20260131T235959.123Z``."""
+    ms = int(wall_time * 1000)
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y%m%dT%H%M%S") + f".{ms % 1000:03d}Z"
+
+
+class FileNames:
+    """The files one stream's recordings go to: ``path`` with ``{stream}`` filled in, ``{start}`` and
+    ``{index}`` filled per file, and the pattern that recognises them (earlier runs' included)."""
+
+    def __init__(self, template: str, stream: str) -> None:
+        path = Path(template.replace("{stream}", stream))
+        self.folder, name = path.parent, path.name
+        self.numbered = "{start}" in name or "{index}" in name
+        pattern = ""
+        for part in re.split(r"(\{start\}|\{index\})", name):
+            if part == "{start}":
+                pattern += f"(?P<start>{_START_RE})"
+            elif part == "{index}":
+                pattern += rf"(?P<index>\d{{{_INDEX_WIDTH},}})"
+            else:
+                pattern += re.escape(part)
+        self._name = name
+        self._pattern = re.compile(pattern)
+
+    def render(self, start: float, index: int) -> Path:
+        name = self._name.replace("{start}", format_start(start)).replace("{index}", f"{index:0{_INDEX_WIDTH}d}")
+        return self.folder / name
+
+    def existing(self) -> list[Path]:
+        """This stream's files on disk, oldest first (by index, then start time)."""
+        if not self.numbered:
+            return []
+        try:
+            names = os.listdir(self.folder)
+        except OSError:  # no folder yet, or not readable: nothing of ours to list
+            return []
+        found = []
+        for n in names:
+            m = self._pattern.fullmatch(n)
+            if m:
+                index = m.groupdict().get("index")
+                found.append((int(index) if index else -1, m.groupdict().get("start") or "", n))
+        return [self.folder / n for *_, n in sorted(found)]
+
+    def index_of(self, path: Path) -> int | None:
+        m = self._pattern.fullmatch(path.name)
+        index = m.groupdict().get("index") if m else None
+        return int(index) if index else None
+
+
+class _Recording:
+    """One stream's recording: the open file, where its segment started, rotation and retention."""
+
+    def __init__(self, cfg: VideoOutput, stream: str, fps: float) -> None:
+        self.cfg = cfg
+        self.stream = stream
+        self.fps = fps
+        self.names = FileNames(cfg.path, stream)
+        self.encoder: VideoEncoder | None = None
+        self.path: Path | None = None
+        self._segment_pts = 0.0
+        self._next_index: int | None = None
+        self._last_start = -1.0
+        self.files: list[Path] = []  # every file this run wrote, in order
+
+    def write(self, image: np.ndarray, pts: float, wall_time: float) -> None:
+        seg = self.cfg.segment_s
+        # A segment ends at the first frame at or past its length; 1 µs of slack absorbs pts that are
+        # sums of float frame steps.
+        enc = self.encoder
+        if enc is not None and seg is not None and pts - self._segment_pts >= seg - 1e-6:
+            enc = None
+            failure = self._finalize()
+            if failure:
+                raise OutputError(f"video output {failure}")
+        if enc is None:
+            enc = self._open(image, pts, wall_time)
+        try:
+            enc.write(image, pts - self._segment_pts)
+        except Exception as e:  # FFmpeg errors: disk full, bad size
+            raise OutputError(f"video output {self.path}: {describe_error(e)}") from None
+
+    def _open(self, image: np.ndarray, pts: float, wall_time: float) -> VideoEncoder:
+        path = self._next_path(wall_time)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            enc = VideoEncoder(
+                path,
+                image.shape[1],
+                image.shape[0],
+                self.fps,
+                self.cfg.crf,
+                self.cfg.preset,
+                fragmented=self.cfg.container == "fragmented",
+                keyframe_s=self.cfg.keyframe_s,
+                fsync_s=self.cfg.fsync_s,
+            )
+        except Exception as e:  # FFmpeg raises OSError subclasses and ValueErrors
+            raise OutputError(f"video output {path}: cannot open: {describe_error(e)}") from None
+        self.encoder, self.path, self._segment_pts = enc, path, pts
+        self.files.append(path)
+        log.info("writing %s (%dx%d, %.3g fps)", path, image.shape[1], image.shape[0], self.fps)
+        self._prune()
+        return enc
+
+    def _next_path(self, wall_time: float) -> Path:
+        """A name no file has yet: {index} continues after the highest on disk, {start} is the first
+        frame's wall-clock time, moved on by a millisecond where a file already has that name."""
+        if not self.names.numbered:
+            return self.names.render(wall_time, 0)
+        if self._next_index is None:
+            indices = [self.names.index_of(p) for p in self.names.existing()]
+            self._next_index = max((i for i in indices if i is not None), default=-1) + 1
+        start = max(wall_time, self._last_start + 0.001)
+        while True:
+            path = self.names.render(start, self._next_index)
+            self._next_index += 1
+            self._last_start = start
+            if not path.exists():
+                return path
+            start += 0.001
+
+    def _finalize(self) -> str | None:
+        """Close the open file; a failure comes back as "PATH: finalize failed: why"."""
+        enc, path = self.encoder, self.path
+        self.encoder = None
+        if enc is None:
+            return None
+        try:
+            enc.close()
+        except Exception as e:  # FFmpeg raises OSError subclasses (disk full) and ValueErrors
+            return f"{path}: finalize failed: {describe_error(e)}"
+        log.info("finalized %s (%d frames)", path, enc.frames_written)
+        return None
+
+    def _prune(self) -> None:
+        """Delete this stream's oldest files until every retention limit holds. The newest file (the
+        one being written, or at close the one just finalized) is never deleted; it counts toward
+        max_files, and toward max_bytes once it is closed."""
+        keep = self.cfg.retention
+        if keep is None:
+            return
+        now = time.time()
+        files = []
+        for p in self.names.existing():
+            try:
+                files.append((p, p.stat()))
+            except OSError:  # gone meanwhile, or unreadable: not ours to judge
+                continue
+        count = len(files)
+        total = sum(st.st_size for p, st in files if p != self.path or self.encoder is None)
+        for p, st in files:
+            too_many = keep.max_files is not None and count > keep.max_files
+            too_big = keep.max_bytes is not None and total > keep.max_bytes
+            too_old = keep.max_age_s is not None and now - st.st_mtime > keep.max_age_s
+            if p == self.path or not (too_many or too_big or too_old):
+                break  # oldest first: once one file may stay, the newer ones may too
+            try:
+                p.unlink()
+            except OSError as e:  # a file we cannot delete must not stop the recording
+                log.warning("video output %s: cannot delete old recording: %s", p, describe_error(e))
+                continue
+            count, total = count - 1, total - st.st_size
+            log.info("deleted old recording %s (retention)", p)
+
+    def close(self) -> str | None:
+        """Finalize the open file and apply retention; returns the failure, if any."""
+        was_open = self.encoder is not None
+        failure = self._finalize()
+        if was_open:
+            self._prune()
+        return failure
+
 
 class VideoSink(Sink):
     wants_overlay = True
@@ -26,49 +215,40 @@ class VideoSink(Sink):
     def __init__(self, cfg: VideoOutput, fps_of: Callable[[str], float | None], metrics: Metrics) -> None:
         self.cfg = cfg
         self._fps_of = fps_of
-        self._encoders: dict[str, VideoEncoder] = {}
+        self._recordings: dict[str, _Recording] = {}
         self._lock = threading.Lock()
         self._encode = metrics.stage_seconds.labels("encode")
-        self.paths: dict[str, Path] = {}
 
-    def path_for(self, stream: str) -> Path:
-        return Path(self.cfg.path.replace("{stream}", stream))
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The file each stream is writing now (or wrote last)."""
+        with self._lock:
+            return {s: r.path for s, r in self._recordings.items() if r.path is not None}
 
-    def _encoder(self, stream: str, width: int, height: int) -> VideoEncoder:
-        enc = self._encoders.get(stream)
-        if enc is None:
-            path = self.path_for(stream)
-            fps = self.cfg.fps or self._fps_of(stream) or 25.0
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                enc = VideoEncoder(path, width, height, fps, self.cfg.crf, self.cfg.preset)
-            except Exception as e:  # FFmpeg raises OSError subclasses and ValueErrors
-                raise OutputError(f"video output {path}: cannot open: {describe_error(e)}") from None
-            with self._lock:
-                self._encoders[stream] = enc
-                self.paths[stream] = path
-            log.info("writing %s (%dx%d, %.3g fps)", path, width, height, fps)
-        return enc
+    def files(self, stream: str) -> list[Path]:
+        """Every file this run wrote for ``stream``, in order (some may since have been pruned)."""
+        with self._lock:
+            rec = self._recordings.get(stream)
+            return list(rec.files) if rec else []
 
     def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
-        if self.cfg.streams is not None and result.frame.stream not in self.cfg.streams:
+        frame = result.frame
+        if self.cfg.streams is not None and frame.stream not in self.cfg.streams:
             return
-        image = overlay if overlay is not None else result.frame.image
-        enc = self._encoder(result.frame.stream, image.shape[1], image.shape[0])
+        rec = self._recordings.get(frame.stream)
+        if rec is None:
+            rec = _Recording(self.cfg, frame.stream, self.cfg.fps or self._fps_of(frame.stream) or 25.0)
+            with self._lock:
+                self._recordings[frame.stream] = rec
+        image = overlay if overlay is not None else frame.image
         start = time.perf_counter()
-        try:
-            enc.write(image, result.frame.pts)
-        except Exception as e:  # FFmpeg errors: disk full, bad size
-            raise OutputError(f"video output {self.paths[result.frame.stream]}: {describe_error(e)}") from None
+        rec.write(image, frame.pts, frame.wall_time)
         self._encode.observe(time.perf_counter() - start)
 
     def close(self) -> None:
+        """Finalize every stream's file, each even when another fails; then report the failures."""
         with self._lock:
-            encoders = list(self._encoders.items())
-            self._encoders.clear()
-        for stream, enc in encoders:
-            try:
-                enc.close()
-                log.info("finalized %s (%d frames)", self.paths[stream], enc.frames_written)
-            except Exception as e:  # finalize the others even if one fails
-                log.error("video output %s: finalize failed: %s", self.paths[stream], describe_error(e))
+            recordings = list(self._recordings.values())
+        failures = [f for f in (rec.close() for rec in recordings) if f]
+        if failures:
+            raise OutputError("; ".join(failures))
