@@ -180,6 +180,16 @@ class TensorInfo:
     name: str
     shape: tuple[int | None, ...]
     dtype: str  # numpy dtype name: float32, float16, uint8, int64, ...
+    classes: int | None = None  # a class-map output: how many classes the graph's argmax/threshold picks from
+
+
+def class_count_error(model: LoadedModel, graph: int, how: str) -> ModelError:
+    """The one message for a sidecar whose ``classes`` disagree with what the graph gives."""
+    c = model.contract
+    return ModelError(
+        f"{model.sidecar}: classes: the sidecar names {c.num_classes} ({', '.join(c.class_names)}), "
+        f"the graph's output '{c.output.name}' {how} {graph}"
+    )
 
 
 def expected_input_shape(c: ModelContract, batch: int | None = None) -> tuple[int | None, ...]:
@@ -225,9 +235,14 @@ def check_io(model: LoadedModel, inputs: list[TensorInfo], outputs: list[TensorI
                 f"{where}: output: kind class_map needs an integer (N,H,W) output, graph output "
                 f"'{out.name}' is {out.dtype} {_fmt(out.shape)}"
             )
+        if out.classes is not None and out.classes != c.num_classes:
+            raise class_count_error(model, out.classes, "picks from")
     else:
         n = c.num_classes
         chw = (None, n, None, None) if c.input.layout == "NCHW" else (None, None, None, n)
+        axis = 1 if c.input.layout == "NCHW" else 3
+        if len(out.shape) == 4 and out.shape[axis] is not None and out.shape[axis] != n:
+            raise class_count_error(model, out.shape[axis] or 0, "has a class axis of")
         if not dims_match(out.shape, chw) or out.dtype not in ("float32", "float16"):
             raise ModelError(
                 f"{where}: output: kind {c.output.kind} with {n} classes needs a float "

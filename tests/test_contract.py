@@ -183,7 +183,13 @@ MISMATCHES = [
     ("input name", {}, {"input.name": "pixels"}, "input.name", "graph has no input 'pixels' (has ['input'])"),
     ("input dtype", {"kind": "uint8_input"}, {}, "input", "graph input 'input' is uint8, expected float32"),
     ("output name", {}, {"output.name": "logits"}, "output.name", "graph has no output 'logits' (has ['scores'])"),
-    ("class count", {"classes": 4}, {"classes": [{"name": "a", "color": [0, 0, 0]}] * 3}, "output", "3 classes"),
+    (
+        "class count",
+        {"classes": 4},
+        {"classes": [{"name": "a", "color": [0, 0, 0]}] * 3},
+        "classes",
+        "the sidecar names 3 (a, a, a), the graph's output 'scores' has a class axis of 4",
+    ),
     ("class_map as float", {"kind": "class_map_float"}, {}, "output", "is float32 (N,8,12)"),
     ("class_map claimed for logits", {}, {"output.kind": "class_map"}, "output", "kind class_map needs an integer"),
     ("logits claimed for class_map", {"kind": "class_map"}, {"output.kind": "logits"}, "output", "is int64 (N,8,12)"),
@@ -210,3 +216,87 @@ def test_unloadable_onnx_is_a_model_error(make_model: Callable[..., LoadedModel]
     model.onnx_path.write_bytes(b"not a protobuf")
     with pytest.raises(ModelError, match="onnxruntime cannot load it"), OnnxRuntimeBackend(model, device="cpu"):
         pytest.fail("loaded garbage")
+
+
+# --- issue 9, item 11: the class count is checked against the graph at load, else its first output --
+
+
+def _bundled_with_classes(tmp_path: Path, count: int) -> LoadedModel:
+    """The bundled model (by name) copied, its sidecar naming ``count`` classes."""
+    folder = tmp_path / "selfie_classes"
+    shutil.copytree(load_model("selfie_landscape").sidecar.parent, folder)
+    sidecar = next(folder.glob("*.json"))
+    doc = json.loads(sidecar.read_text())
+    doc["classes"] = [{"name": n, "color": [9 * i, 0, 0]} for i, n in enumerate(["background", "person", "ghost"])][
+        :count
+    ]
+    sidecar.write_text(json.dumps(doc))
+    return load_model(str(sidecar))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_thresholded_class_map_states_two_classes(tmp_path: Path, count: int) -> None:
+    model = _bundled_with_classes(tmp_path, count)
+    with pytest.raises(ModelError) as info, OnnxRuntimeBackend(model, device="cpu"):
+        pytest.fail("a 2-class graph loaded with a sidecar of another class count")
+    assert str(info.value).startswith(f"{model.sidecar}: classes: the sidecar names {count} (background")
+    assert "the graph's output 'classmap' picks from 2" in str(info.value)
+
+
+def test_argmax_class_map_states_its_classes(make_model: Callable[..., LoadedModel]) -> None:
+    model = make_model(
+        {"kind": "class_map", "classes": 2}, {"classes": [{"name": f"k{i}", "color": [i, 0, 0]} for i in range(3)]}
+    )
+    match = r": classes: the sidecar names 3 \(k0, k1, k2\), .* picks from 2$"
+    with pytest.raises(ModelError, match=match), OnnxRuntimeBackend(model, device="cpu"):
+        pytest.fail("a 2-class graph loaded with a 3-class sidecar")
+
+
+def test_dynamic_class_axis_is_checked_on_the_first_output(make_model: Callable[..., LoadedModel]) -> None:
+    # A graph whose class axis is dynamic (ONNX Runtime's own shape inference states the tiny
+    # graph's, so a backend reporting None stands in for one): warm-up's output decides, at load.
+    from streamseg.backends.base import Backend
+    from streamseg.contract import TensorInfo
+
+    model = make_model({"classes": 2})
+
+    class ThreeScores(Backend):
+        name = "three"
+
+        @classmethod
+        def unavailable_reason(cls, device: str) -> str | None:
+            return None
+
+        def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+            return [TensorInfo("input", (None, 3, 8, 12), "float32")], [
+                TensorInfo("scores", (None, None, 8, 12), "float32")
+            ]
+
+        def _infer(self, batch: np.ndarray) -> np.ndarray:
+            return np.zeros((batch.shape[0], 3, 8, 12), np.float32)
+
+    with pytest.raises(ModelError) as info, ThreeScores(model):
+        pytest.fail("a 3-class output loaded with a 2-class sidecar")
+    assert (
+        str(info.value)
+        == f"{model.sidecar}: classes: the sidecar names 2 (c0, c1), the graph's output 'scores' gave scores for 3"
+    )
+
+
+def test_class_index_beyond_the_sidecar_names_file_and_field(
+    make_model: Callable[..., LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A class map whose graph does not state its classes (as without the onnx package): warm-up's
+    # zeros give class 0, the first real frame class 1 of a 1-class sidecar.
+    import streamseg.backends.onnxruntime as ort_backend
+
+    monkeypatch.setattr(ort_backend, "graph_class_count", lambda *_: None)
+    model = make_model({"kind": "class_map", "classes": 2}, {"classes": [{"name": "only", "color": [0, 0, 0]}]})
+    with OnnxRuntimeBackend(model, device="cpu") as backend:
+        x = np.zeros((1, 3, 8, 12), np.float32)
+        x[:, 0] = 1.0  # the tiny graph's class 1 wins where channel 0 is positive
+        with pytest.raises(ModelError) as info:
+            backend.infer(x)
+    assert str(info.value) == (
+        f"{model.sidecar}: classes: the sidecar names 1 (only), the graph's output 'scores' gave class index 1"
+    )

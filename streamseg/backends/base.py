@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..contract import LoadedModel, TensorInfo, check_io, expected_input_shape
+from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
 
 
@@ -104,4 +104,21 @@ class Backend(abc.ABC):
         self.last_seconds = time.perf_counter() - start
         if out.shape[0] != batch.shape[0]:
             raise BackendError(f"{self.name}: {batch.shape[0]} frames in, {out.shape[0]} results out")
+        self._check_classes(out)
         return out
+
+    def _check_classes(self, out: Any) -> None:
+        """The sidecar's class count against what the graph gave, for graphs that do not state it
+        (a dynamic class axis, a class map): the first output is warm-up's, so a mismatch the
+        graph shows on zeros fails at load; a class index beyond the sidecar fails where it appears."""
+        if not isinstance(out, np.ndarray):  # a device tensor: its backend checks the graph at load
+            return
+        c = self.contract
+        if c.output.kind != "class_map":
+            axis = 1 if c.input.layout == "NCHW" else 3
+            if out.ndim == 4 and out.shape[axis] != c.num_classes:
+                raise class_count_error(self.model, out.shape[axis], "gave scores for")
+        elif out.size and np.issubdtype(out.dtype, np.integer):
+            high, low = int(out.max()), int(out.min())
+            if high >= c.num_classes or low < 0:
+                raise class_count_error(self.model, high if low >= 0 else low, "gave class index")

@@ -5,6 +5,7 @@ The only module that imports onnxruntime.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from .._deps import require
 from ..contract import TensorInfo
 from ..errors import BackendError, MissingDependencyError, ModelError
 from .base import Backend
+
+log = logging.getLogger(__name__)
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -76,7 +79,13 @@ class OnnxRuntimeBackend(Backend):
                 for a in args
             ]
 
-        return info(self._session.get_inputs()), info(self._session.get_outputs())
+        outputs = info(self._session.get_outputs())
+        if self.contract.output.kind == "class_map":
+            classes = graph_class_count(self.model.onnx_path, self._out_name)
+            outputs = [
+                TensorInfo(o.name, o.shape, o.dtype, classes if o.name == self._out_name else None) for o in outputs
+            ]
+        return info(self._session.get_inputs()), outputs
 
     @property
     def description(self) -> str:
@@ -91,6 +100,47 @@ class OnnxRuntimeBackend(Backend):
 
     def _close(self) -> None:
         self._session = None
+
+
+# Ops a class map passes through unchanged in count, and ops whose output is a yes/no mask.
+_PASS_THROUGH = {"Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Transpose", "Resize", "Upsample"}
+_BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Not", "And", "Or", "Xor"}
+
+
+def graph_class_count(onnx_path: Any, output: str) -> int | None:
+    """How many classes a class-map output picks from, where the graph states it: the class axis
+    of the ArgMax that makes it, or 2 for a thresholded mask. None when the graph does not say, or
+    when the ``onnx`` package (which reads graphs; onnxruntime does not expose them) is missing."""
+    try:
+        import onnx
+        from onnx import shape_inference
+    except ImportError:
+        log.debug("onnx is not installed: class count of %s checked on the first output only", onnx_path)
+        return None
+    try:
+        model = onnx.load(str(onnx_path))
+        producer = {o: n for n in model.graph.node for o in n.output}
+        name, node = output, producer.get(output)
+        while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            name = node.input[0]
+            node = producer.get(name)
+        if node is None:
+            return None
+        if node.op_type in _BOOLEAN:
+            return 2
+        if node.op_type not in ("ArgMax", "ArgMin"):
+            return None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        graph = shape_inference.infer_shapes(model).graph
+        for v in (*graph.value_info, *graph.input, *graph.output):
+            if v.name == node.input[0]:
+                dims = v.type.tensor_type.shape.dim
+                if dims and -len(dims) <= axis < len(dims) and dims[axis].HasField("dim_value"):
+                    return int(dims[axis].dim_value)
+        return None
+    except Exception as e:  # a graph onnx cannot read was loaded by onnxruntime: trust the first output
+        log.debug("class count of %s not read from the graph: %s", onnx_path, e)
+        return None
 
 
 def providers() -> list[str]:
