@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .contract import InputSpec
-from .errors import BackendError
+from .errors import BackendError, ConfigError
 from .preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def decide(engine: Path, needed: EngineKey, rebuild: bool) -> str:
     return "build"
 
 
+_KEY = "model.tensorrt.calibration"
+
+
 class CalibrationBatches:
     """INT8 calibration input: preprocessed float32 batches of exactly ``batch`` frames.
 
@@ -105,10 +108,11 @@ class CalibrationBatches:
     """
 
     def __init__(self, images: list[np.ndarray], spec: InputSpec, batch: int) -> None:
+        # Bad calibration data is a configuration error (exit 2), named by its key, not a backend failure.
         if batch < 1:
-            raise ValueError("calibration batch must be >= 1")
+            raise ConfigError(f"{_KEY}.batch: must be >= 1, got {batch}")
         if len(images) < batch:
-            raise BackendError(f"INT8 calibration needs at least {batch} frames, got {len(images)}")
+            raise ConfigError(f"{_KEY}.data: INT8 calibration needs at least {batch} frames, got {len(images)}")
         self.images, self.spec, self.batch = images, spec, batch
 
     def __len__(self) -> int:
@@ -126,7 +130,10 @@ class CalibrationBatches:
 
     @classmethod
     def from_folder(cls, folder: Path, spec: InputSpec, batch: int, limit: int = 500) -> CalibrationBatches:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+        except OSError as e:
+            raise ConfigError(f"{_KEY}.data: INT8 calibration: cannot list {folder}: {e.strerror}") from None
         images: list[np.ndarray] = []
         for path in files:  # ``limit`` counts frames read, not files: an unreadable one is skipped
             if len(images) >= limit:
@@ -134,7 +141,7 @@ class CalibrationBatches:
             if (img := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None:
                 images.append(img)
         if not images:
-            raise BackendError(f"INT8 calibration: no readable images in {folder}")
+            raise ConfigError(f"{_KEY}.data: INT8 calibration: no readable images in {folder}")
         return cls(images, spec, batch)
 
     @classmethod
@@ -145,7 +152,8 @@ class CalibrationBatches:
         try:
             video = VideoInput(uri, timeout=(10.0, 10.0))
         except Exception as e:  # FFmpeg errors of every kind
-            raise BackendError(f"INT8 calibration: cannot open {redact(uri)}: {describe_error(e)}") from None
+            why = describe_error(e)
+            raise ConfigError(f"{_KEY}.data: INT8 calibration: cannot open {redact(uri)}: {why}") from None
         images = []
         try:
             for image, _ in video.frames():

@@ -22,7 +22,7 @@ from streamseg.engines import (
     sidecar_path,
     write_engine,
 )
-from streamseg.errors import BackendError
+from streamseg.errors import BackendError, ConfigError
 from streamseg.preprocess import preprocess
 
 KEY = EngineKey(
@@ -222,9 +222,9 @@ def test_calibration_batches_can_be_read_twice() -> None:
 
 
 def test_too_few_frames_for_one_batch() -> None:
-    with pytest.raises(BackendError, match="INT8 calibration needs at least 8 frames, got 3"):
+    with pytest.raises(ConfigError, match="INT8 calibration needs at least 8 frames, got 3"):
         CalibrationBatches(_images(3), NCHW, 8)
-    with pytest.raises(ValueError, match="batch must be >= 1"):
+    with pytest.raises(ConfigError, match="batch: must be >= 1"):
         CalibrationBatches(_images(3), NCHW, 0)
 
 
@@ -243,7 +243,7 @@ def test_from_folder_reads_images_in_name_order(tmp_path: Path) -> None:
 
 def test_from_folder_without_readable_images(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"nope")
-    with pytest.raises(BackendError, match="no readable images"):
+    with pytest.raises(ConfigError, match="no readable images"):
         CalibrationBatches.from_folder(tmp_path, NCHW, 1)
 
 
@@ -255,10 +255,10 @@ def test_from_video_takes_the_first_frames(bikes: Path) -> None:
 
 
 def test_from_video_with_too_few_frames(bikes: Path) -> None:
-    with pytest.raises(BackendError, match="needs at least 16 frames, got 5"):
+    with pytest.raises(ConfigError, match="needs at least 16 frames, got 5"):
         CalibrationBatches.from_video(str(bikes), NCHW, 16, limit=5)
 
 
 def test_from_video_that_cannot_be_opened(tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match="INT8 calibration: cannot open"):
+    with pytest.raises(ConfigError, match="INT8 calibration: cannot open"):
         CalibrationBatches.from_video(str(tmp_path / "missing.mp4"), NCHW, 4)

@@ -259,7 +259,8 @@ class TensorRTBackend(Backend):
 
     def engine_key(self, gpu_name: str, compute_capability: str, trt_version: str) -> EngineKey:
         s = self.settings
-        assert self.model.onnx_path is not None
+        if self.model.onnx_path is None:  # model_unsupported_reason() says so before a backend is made
+            raise ModelError(f"{self.model.sidecar}: onnx: TensorRT builds engines from an ONNX file; there is none")
         return EngineKey(
             onnx_sha256=sha256_file(self.model.onnx_path),
             tensorrt_version=trt_version,
