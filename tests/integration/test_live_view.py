@@ -135,7 +135,8 @@ def test_chromium_sees_a_card_per_stream_with_class_areas(run_pipeline, clip: Pa
             assert set(rows) == {"background", "person"}
             assert sum(r["ratio"] for r in rows.values()) == pytest.approx(1, abs=2e-4)
             for name, row in rows.items():
-                assert row["text"].strip() == f"{name}{100 * row['ratio']:.1f}%"
+                shown = re.fullmatch(rf"{name}(\d+\.\d)%", row["text"].strip())  # data-ratio has 4 places
+                assert shown and float(shown[1]) == pytest.approx(100 * row["ratio"], abs=0.051), row
                 red, green, blue = colors[name]  # the model's palette: the swatch as served, the bar as set
                 assert row["s"] == f"background:#{red:02x}{green:02x}{blue:02x}"
                 assert f"background: rgb({red}, {green}, {blue})" in row["i"]
