@@ -355,10 +355,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "init": _cmd_init,
             "fetch-sample": _cmd_fetch_sample,
         }[args.command]
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()  # a reader that left raises BrokenPipeError here, in the handler below
+        return code
     except StreamsegError as e:
         print(f"streamseg: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader left early (`streamseg models | head`): stop quietly, as cat does. stdout now
+        # points at /dev/null so the interpreter's last flush does not raise a second time.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

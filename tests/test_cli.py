@@ -174,3 +174,27 @@ def test_signal_finalizes_outputs_and_exits_0(tmp_path: Path, sig: signal.Signal
     assert 20 <= done < 250
     assert count_frames(tmp_path / "clip.mp4") == done  # the MP4 is finalized and complete
     assert f"{sig.name} received" in err
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_reader_that_leaves_early_gets_no_traceback(unbuffered: str) -> None:
+    # `streamseg models | head -3`: the pipe's reader is gone before streamseg writes (closed here
+    # before it starts, so the write fails every time), with and without PYTHONUNBUFFERED.
+    r, w = os.pipe()
+    os.close(r)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "streamseg", "models"],
+            cwd=ROOT,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    finally:
+        os.close(w)
+    assert (proc.returncode, proc.stderr) == (1, "")
