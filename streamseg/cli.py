@@ -129,9 +129,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"processed {total} frames in {summary.seconds:.1f} s ({fps:.1f} FPS) with {summary.backend}: "
         + ", ".join(f"{k}={v}" for k, v in summary.frames.items())
     )
-    for error in summary.failed.values():
+    for error in [*summary.failed.values(), *summary.output_errors]:
         print(f"streamseg: error: {error}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    # An output that failed to write or finalize lost data: the run failed, even if frames flowed.
+    return 1 if summary.failed or summary.output_errors else 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

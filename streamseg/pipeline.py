@@ -24,6 +24,7 @@ from .config import PipelineConfig
 from .contract import LoadedModel, load_model
 from .errors import OutputError
 from .frames import Batch, SegResult
+from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
 from .overlay import Palette, Scratch, draw_legend, make_palette, render
@@ -44,6 +45,7 @@ class RunSummary:
 
     frames: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    output_errors: list[str] = field(default_factory=list)  # one line per output write/close failure
     seconds: float = 0.0
     backend: str = ""
 
@@ -71,6 +73,7 @@ class StreamWorker:
         self.processed = 0
         self._scratch = Scratch()
         self._disabled: set[int] = set()
+        self.errors: list[str] = []  # one line per output this stream disabled
         self._failed = on_error
         self._thread = threading.Thread(target=self._run, name=f"outputs-{name}", daemon=True)
         self._overlay_hist = metrics.stage_seconds.labels("overlay")
@@ -90,6 +93,7 @@ class StreamWorker:
         except OutputError as e:
             # One broken output (disk full, bad path) stops itself, not the stream or the others.
             log.error("stream %s: %s; that output is disabled for this stream", self.name, e)
+            self.errors.append(f"stream {self.name}: {e}")
             self._disabled.add(i)
             self._failed.set()
 
@@ -211,14 +215,14 @@ class Pipeline:
                     s.stop()
                 for w in workers.values():
                     w.finish()
-                for sink in sinks:
-                    sink.close()
+                close_errors = close_sinks(sinks)
                 for s in sources:
                     s.join(2.0)
                 if self.http is not None:
                     self.http.stop()
         summary.frames = {n: w.processed for n, w in workers.items()}
         summary.failed = {s.name: s.error for s in sources if s.error}
+        summary.output_errors = [e for w in workers.values() for e in w.errors] + close_errors
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -289,6 +293,20 @@ class Pipeline:
             and any(v in ("up", "finished") for v in streams.values())
         )
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
+
+
+def close_sinks(sinks: list[Sink]) -> list[str]:
+    """Close every sink, each in isolation: one failing ``close()`` (disk full while finalizing)
+    never keeps the others from finalizing. Returns one line per failure, naming the output."""
+    errors = []
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as e:  # any failure of one output's finalizing; the rest still close
+            msg = f"{sink.describe()}: close failed: {describe_error(e)}"
+            log.error("%s", msg)
+            errors.append(msg)
+    return errors
 
 
 def _state(s: Source) -> str:

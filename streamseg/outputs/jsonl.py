@@ -12,7 +12,7 @@ import numpy as np
 from ..config import JsonlOutput
 from ..errors import OutputError
 from ..frames import SegResult
-from .base import Sink
+from .base import Sink, make_parent
 
 
 def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
@@ -33,7 +33,7 @@ class JsonlSink(Sink):
         self.class_names = class_names
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent(self.path)
             self._file: TextIO | None = open(self.path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
         except OSError as e:
             raise OutputError(f"jsonl output {self.path}: cannot open: {e.strerror}") from None

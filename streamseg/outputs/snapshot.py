@@ -10,7 +10,7 @@ import numpy as np
 from ..config import SnapshotOutput
 from ..errors import OutputError
 from ..frames import SegResult
-from .base import Sink
+from .base import Sink, make_parent
 
 
 class SnapshotSink(Sink):
@@ -27,7 +27,7 @@ class SnapshotSink(Sink):
         image = f.image if self.cfg.raw or overlay is None else overlay
         path = folder / f"{f.index:06d}.png"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_parent(path)
             ok = cv2.imwrite(str(path), image)
         except (OSError, cv2.error) as e:
             raise OutputError(f"snapshot output {path}: {e}") from None

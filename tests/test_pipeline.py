@@ -1,0 +1,357 @@
+"""Pipeline-level behaviour with a fake backend: sink isolation, back-pressure, shutdown order.
+
+The backend is a small numpy ``Backend`` put in ``streamseg.backends.REGISTRY`` under the name the
+config asks for, so these tests exercise the pipeline's threads and queues, not an inference engine.
+Test sinks are added beside the configured ones by wrapping ``build_sinks``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+import streamseg.pipeline as pipeline_mod
+from streamseg.backends import REGISTRY
+from streamseg.backends.base import Backend
+from streamseg.cli import main
+from streamseg.config import parse_config
+from streamseg.contract import LoadedModel, TensorInfo, expected_input_shape
+from streamseg.errors import OutputError
+from streamseg.frames import SegResult
+from streamseg.outputs import Sink
+from streamseg.pipeline import Pipeline, RunSummary, StreamWorker
+from streamseg.server import HttpServer
+from streamseg.sources import Source
+
+EVENTS: list[tuple[Any, ...]] = []  # what happened, in order, across threads (list.append is atomic)
+
+
+class FakeBackend(Backend):
+    """Logits from a fixed 3x3 color mix: deterministic, instant, no engine."""
+
+    name = "fake"
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        return None
+
+    def _load(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        c = self.contract
+        shape = expected_input_shape(c, None)
+        out = (None, c.num_classes, c.input.height, c.input.width)
+        return [TensorInfo(c.input.name, shape, "float32")], [TensorInfo(c.output.name, out, "float32")]
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        k = self.contract.num_classes
+        mix = np.eye(k, 3, dtype=np.float32)
+        return np.einsum("nchw,kc->nkhw", batch, mix)
+
+    def _close(self) -> None:
+        EVENTS.append(("backend.close",))
+
+
+class Recorder(Sink):
+    """Wraps a sink (or stands alone) and records every write and close in EVENTS."""
+
+    def __init__(self, label: str, inner: Sink | None = None, on_write: Callable[[SegResult], None] | None = None):
+        self.label, self.inner, self.on_write = label, inner, on_write
+        self.wants_raw = inner.wants_raw if inner else False
+        self.wants_overlay = inner.wants_overlay if inner else False
+
+    def describe(self) -> str:
+        return self.label
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        EVENTS.append(("write", self.label, result.frame.stream, result.frame.index))
+        if self.on_write is not None:
+            self.on_write(result)
+        if self.inner is not None:
+            self.inner.write(result, overlay)
+
+    def close(self) -> None:
+        EVENTS.append(("close", self.label))
+        if self.inner is not None:
+            self.inner.close()
+
+
+class FailingSink(Recorder):
+    """An output that cannot write (a full disk): every write raises OutputError."""
+
+    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+        EVENTS.append(("write", self.label, result.frame.stream, result.frame.index))
+        raise OutputError(f"{self.label}: No space left on device")
+
+
+class CloseFailingSink(Recorder):
+    """Writes fine; finalizing raises, as an encoder flushing onto a full disk does."""
+
+    def close(self) -> None:
+        EVENTS.append(("close", self.label))
+        raise OSError(28, "No space left on device")
+
+
+@pytest.fixture
+def fake_backend(monkeypatch: pytest.MonkeyPatch, make_model: Callable[..., LoadedModel]) -> LoadedModel:
+    """Config `backend: onnxruntime` gets FakeBackend; the model is a tiny 3-class sidecar."""
+    EVENTS.clear()
+    monkeypatch.setitem(REGISTRY, "onnxruntime", (__name__, "FakeBackend"))
+    return make_model()
+
+
+def add_sinks(monkeypatch: pytest.MonkeyPatch, *extra: Sink, wrap: bool = True) -> None:
+    """Put ``extra`` sinks first, then the configured ones (wrapped in Recorders when ``wrap``)."""
+    real = pipeline_mod.build_sinks
+
+    def build(*args: Any, **kwargs: Any) -> list[Sink]:
+        sinks = real(*args, **kwargs)
+        return [*extra, *(Recorder(s.describe(), s) if wrap else s for s in sinks)]
+
+    monkeypatch.setattr(pipeline_mod, "build_sinks", build)
+
+
+def config(model: LoadedModel, sources: str, outputs: str, http: bool = False, **batch: int) -> Any:
+    return parse_config(f"""
+sources: {sources}
+model: {{path: "{model.sidecar}", backend: onnxruntime, device: cpu}}
+batch: {{max_batch: {batch.get("max_batch", 2)}, max_wait_ms: 5}}
+outputs: {outputs}
+http: {{enabled: {"true" if http else "false"}, port: 0}}
+""")
+
+
+def mp4_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def jsonl_frames(path: Path) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        seen.setdefault(r["stream"], []).append(r["frame"])
+    return seen
+
+
+SYN = "synthetic://?width=64&height=48&frames={n}"
+
+
+def run(pipeline: Pipeline) -> RunSummary:
+    """``pipeline.run()`` on a thread, so a stage that wedges fails the test instead of hanging it."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["summary"] = pipeline.run()
+        except BaseException as e:  # handed to the test thread
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        pipeline.stop()
+        pytest.fail("the pipeline hung (a stage stopped taking frames)")
+    if "error" in box:
+        raise box["error"]
+    return box["summary"]  # type: ignore[no-any-return]
+
+
+def test_a_failing_output_disables_itself_and_the_others_write_every_frame(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = FailingSink("broken")
+    add_sinks(monkeypatch, broken)
+    n = 12
+    cfg = config(
+        fake_backend,
+        f'[{{name: a, uri: "{SYN.format(n=n)}"}}, {{name: b, uri: "{SYN.format(n=n)}"}}]',
+        f'[{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}, {{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]',
+    )
+    summary = run(Pipeline(cfg))
+
+    assert summary.frames == {"a": n, "b": n} and summary.failed == {}
+    # the broken output was tried once per stream, then left alone ...
+    assert [e[2:] for e in EVENTS if e[:2] == ("write", "broken")] in ([("a", 0), ("b", 0)], [("b", 0), ("a", 0)])
+    assert sorted(summary.output_errors) == [
+        "stream a: broken: No space left on device",
+        "stream b: broken: No space left on device",
+    ]
+    # ... while the others wrote every frame of both streams, in order
+    assert jsonl_frames(tmp_path / "stats.jsonl") == {"a": list(range(n)), "b": list(range(n))}
+    assert mp4_frames(tmp_path / "a.mp4") == n and mp4_frames(tmp_path / "b.mp4") == n
+    # and every sink, the broken one too, was closed once
+    assert sorted(e[1] for e in EVENTS if e[0] == "close") == sorted(
+        ["broken", f"jsonl output {tmp_path}/stats.jsonl", f"video output {tmp_path}/{{stream}}.mp4"]
+    )
+
+
+def test_a_slow_output_holds_a_file_source_back_without_dropping_or_growing_queues(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bikes: Path
+) -> None:
+    sources: list[Source] = []
+    workers: list[StreamWorker] = []
+
+    class SeenSource(Source):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            sources.append(self)
+
+    class SeenWorker(StreamWorker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            workers.append(self)
+
+    monkeypatch.setattr(pipeline_mod, "Source", SeenSource)
+    monkeypatch.setattr(pipeline_mod, "StreamWorker", SeenWorker)
+    queue_size, max_batch, n = 2, 2, 60
+    held: dict[str, int] = {}
+    most_queued = {"source": 0, "worker": 0}
+
+    def slow(result: SegResult) -> None:
+        (src,), (worker,) = sources, workers
+        most_queued["source"] = max(most_queued["source"], len(src.queue))
+        most_queued["worker"] = max(most_queued["worker"], worker.queue.qsize())
+        if result.frame.index == 0:
+            # Hold the first frame until every queue before this sink is full, so the reader can
+            # only be blocked; then see how far it got. No clock decides the outcome.
+            deadline = time.monotonic() + 30
+            while not (len(src.queue) >= queue_size and worker.queue.full()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held["filled"] = len(src.queue) >= queue_size and worker.queue.full()
+            time.sleep(0.3)  # a reader that was not held back would run on during this
+            held["read"] = src.frames_read
+
+    add_sinks(monkeypatch, Recorder("slow", on_write=slow))
+    cfg = config(
+        fake_backend,
+        f'[{{name: clip, uri: "{bikes}", queue_size: {queue_size}}}]',
+        f'[{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}]',
+        max_batch=max_batch,
+    )
+    summary = run(Pipeline(cfg, max_frames=n))
+
+    # every frame of the file went through, none dropped, in order
+    assert summary.frames == {"clip": n}
+    assert jsonl_frames(tmp_path / "stats.jsonl") == {"clip": list(range(n))}
+    assert sources[0].dropped == 0
+    # while the output stalled, the reader held at most: the frame in the sink, the worker's
+    # queue, one batch, the source queue and the frame it was putting
+    assert held["filled"], "the queues never filled behind a stalled output"
+    assert held["read"] <= 1 + workers[0].queue.maxsize + max_batch + queue_size + 1 < n
+    assert most_queued["source"] <= queue_size and most_queued["worker"] <= workers[0].queue.maxsize
+
+
+def test_shutdown_stops_sources_drains_workers_closes_each_sink_once_and_the_server_last(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def record(cls: type, method: str, event: Callable[[Any], tuple[Any, ...]]) -> None:
+        real = getattr(cls, method)
+
+        def wrapper(self: Any, *args: Any) -> Any:
+            result = real(self, *args)
+            EVENTS.append(event(self))
+            return result
+
+        monkeypatch.setattr(cls, method, wrapper)
+
+    record(Source, "stop", lambda s: ("source.stop", s.name))
+    # after finish() returns, the worker's queue must be empty: drained, not abandoned
+    record(StreamWorker, "finish", lambda w: ("worker.finished", w.name, w.queue.qsize(), w.processed))
+    record(HttpServer, "stop", lambda _: ("http.stop",))
+    add_sinks(monkeypatch, Recorder("extra"))
+    n = 10
+    cfg = config(
+        fake_backend,
+        f'[{{name: a, uri: "{SYN.format(n=n)}"}}, {{name: b, uri: "{SYN.format(n=2 * n)}"}}]',
+        f'[{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}, {{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]',
+        http=True,
+    )
+    summary = run(Pipeline(cfg))
+    assert summary.frames == {"a": n, "b": 2 * n} and summary.output_errors == []
+
+    kinds = [e[0] for e in EVENTS]
+    first_close = kinds.index("close")
+    # sources are told to stop, then workers drain, before any sink is closed
+    assert sorted(e[1] for e in EVENTS[:first_close] if e[0] == "source.stop") == ["a", "b"]
+    finished = {e[1]: e[2:] for e in EVENTS[:first_close] if e[0] == "worker.finished"}
+    assert finished == {"a": (0, n), "b": (0, 2 * n)}
+    assert max(i for i, k in enumerate(kinds) if k == "source.stop") < min(
+        i for i, k in enumerate(kinds) if k == "worker.finished"
+    )
+    # each sink: closed exactly once, after its last write; the extra sink saw every frame
+    labels = {e[1] for e in EVENTS if e[0] == "write"} | {e[1] for e in EVENTS if e[0] == "close"}
+    assert len(labels) == 3
+    for label in labels:
+        closes = [i for i, e in enumerate(EVENTS) if e[:2] == ("close", label)]
+        writes = [i for i, e in enumerate(EVENTS) if e[:2] == ("write", label)]
+        assert len(closes) == 1 and writes and max(writes) < closes[0], label
+    assert len([e for e in EVENTS if e[:2] == ("write", "extra")]) == 3 * n
+    # the HTTP server goes last, before the backend frees the model
+    assert kinds[-2:] == ["http.stop", "backend.close"]
+    assert max(i for i, k in enumerate(kinds) if k == "close") < kinds.index("http.stop")
+
+
+def test_one_failing_close_does_not_keep_the_other_outputs_from_finalizing(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_sinks(monkeypatch, CloseFailingSink("full-disk"))
+    n = 6
+    cfg = config(
+        fake_backend,
+        f'[{{name: a, uri: "{SYN.format(n=n)}"}}]',
+        f'[{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}, {{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]',
+    )
+    summary: RunSummary = run(Pipeline(cfg))
+
+    assert summary.output_errors == ["full-disk: close failed: No space left on device"]
+    assert [e[1] for e in EVENTS if e[0] == "close"] == [
+        "full-disk",
+        f"jsonl output {tmp_path}/stats.jsonl",
+        f"video output {tmp_path}/{{stream}}.mp4",
+    ]
+    assert mp4_frames(tmp_path / "a.mp4") == n  # finalized: the moov atom is there
+    assert jsonl_frames(tmp_path / "stats.jsonl") == {"a": list(range(n))}
+
+
+def test_a_failing_close_fails_the_run(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_sinks(monkeypatch, CloseFailingSink("full-disk"))
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""
+sources: [{{name: a, uri: "{SYN.format(n=3)}"}}]
+model: {{path: "{fake_backend.sidecar}", backend: onnxruntime, device: cpu}}
+outputs: [{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}]
+http: {{enabled: false}}
+""")
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "streamseg: error: full-disk: close failed: No space left on device" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["video", "jsonl"])
+def test_outputs_under_a_regular_file_fail_the_run_and_say_why(
+    kind: str, fake_backend: LoadedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    target = tmp_path / "taken" / ("{stream}.mp4" if kind == "video" else "stats.jsonl")
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""
+sources: [{{name: a, uri: "{SYN.format(n=3)}"}}]
+model: {{path: "{fake_backend.sidecar}", backend: onnxruntime, device: cpu}}
+outputs: [{{type: {kind}, path: "{target}"}}]
+http: {{enabled: false}}
+""")
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"parent {tmp_path / 'taken'} is a file, not a folder" in err
+    assert "File exists" not in err and "Traceback" not in err
