@@ -24,7 +24,7 @@ from ..errors import OutputError
 from ..frames import SegResult
 from ..media import VideoEncoder, describe_error
 from ..metrics import Metrics
-from .base import Sink
+from .base import Sink, make_parent
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class _Recording:
     def _open(self, image: np.ndarray, pts: float, wall_time: float) -> VideoEncoder:
         path = self._next_path(wall_time)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent(path)
             enc = VideoEncoder(
                 path,
                 image.shape[1],
