@@ -10,6 +10,7 @@ import shutil
 import sys
 
 from . import __version__
+from .errors import MissingDependencyError
 
 
 def cuda_driver() -> str | None:
@@ -57,7 +58,7 @@ def report() -> list[tuple[str, str]]:
 
         rows.append(("pyav", av_version()))
         rows += [(f"codec {k}", "yes" if v else "NO") for k, v in encoder_names().items()]
-    except ImportError as e:
+    except MissingDependencyError as e:  # report, never fail: doctor runs on broken installs
         rows.append(("pyav", f"missing: {e}"))
     try:
         from .backends.onnxruntime import providers

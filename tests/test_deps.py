@@ -102,3 +102,13 @@ def test_eval_without_pillow_is_a_one_line_error_naming_train(tmp_path: Path) ->
         "pip install 'streamseg[train]'"
     )
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_reports_a_missing_base_dependency_instead_of_failing() -> None:
+    code = "import sys\nsys.modules['av'] = None\nfrom streamseg.cli import main\nsys.exit(main(['doctor']))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("pyav ")]
+    assert row.split(None, 1)[1] == (
+        "missing: video decoding and encoding needs the Python module 'av': pip install --force-reinstall streamseg"
+    )
