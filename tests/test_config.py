@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from streamseg.config import VideoOutput, load_config, parse_config
+from streamseg.contract import load_model
 from streamseg.errors import ConfigError
 
 PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
@@ -227,7 +229,10 @@ def test_shipped_pipelines_validate(path: Path, monkeypatch: pytest.MonkeyPatch)
     for var in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()):
         monkeypatch.setenv(var, "test-value")
     cfg = load_config(path)
-    assert cfg.sources
+    raw = yaml.safe_load(path.read_text())  # what the file says, compared with what was validated
+    assert [s.name for s in cfg.sources] == [s["name"] for s in raw["sources"]]
+    assert [o.type for o in cfg.outputs] == [o["type"] for o in raw.get("outputs", [])]
+    assert load_model(cfg.model.path).contract.name  # the model it names resolves
 
 
 # --- issue 9, items 4 and 5: numbers the code can use, YAML that cannot exhaust the loader ---------

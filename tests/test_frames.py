@@ -14,14 +14,25 @@ def frame(image: np.ndarray | None = None) -> Frame:
     return Frame("cam", 7, 0.28, 1.0, 2.0, np.zeros((4, 6, 3), np.uint8) if image is None else image)
 
 
-def test_valid_values() -> None:
-    f = frame()
-    b = Batch((f, f), 3.0)
-    r = SegResult(f, np.zeros((2, 3), np.uint8), np.array([1.0, 0.0]))
+@pytest.mark.parametrize(
+    ("image", "class_map", "overlay"),
+    [
+        (np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), None),  # smallest accepted
+        (np.zeros((4, 6, 3), np.uint8), np.zeros((2, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)),
+    ],
+)
+def test_valid_values_are_accepted_and_frozen(
+    image: np.ndarray, class_map: np.ndarray, overlay: np.ndarray | None
+) -> None:
+    f = frame(image)
+    b = Batch((f, frame()), 3.0)
+    r = SegResult(f, class_map, np.array([1.0, 0.0]), overlay)
     assert len(b) == 2
-    assert r.frame is f
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        f.index = 8  # type: ignore[misc]
+    # frozen and slotted: a stage cannot change a value another stage holds, nor hang data on it
+    for value, attr in ((f, "index"), (b, "frames"), (r, "class_map")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attr, None)
+        assert not hasattr(value, "__dict__"), type(value).__name__
 
 
 @pytest.mark.parametrize(
