@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +113,56 @@ def test_describe_error_drops_the_file_name() -> None:
 def test_encoders_we_rely_on_exist() -> None:
     names = encoder_names()
     assert names["libx264 (encode)"] and names["h264 (decode)"]
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from streamseg.media import VideoEncoder
+enc = VideoEncoder(Path(sys.argv[1]), 64, 48, 25, fragmented=sys.argv[2] == "fragmented", keyframe_s=1.0)
+rng = np.random.default_rng(0)
+for i in range(int(sys.argv[3])):
+    enc.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i / 25)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(): what a crash or the OOM killer leaves
+"""
+
+
+@pytest.mark.parametrize("frames", [24, 25, 26, 60])
+def test_a_killed_fragmented_file_keeps_every_whole_fragment(tmp_path: Path, frames: int) -> None:
+    path = tmp_path / "killed.mp4"
+    r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path), "fragmented", str(frames)], check=False)
+    assert r.returncode == -signal.SIGKILL
+    # A fragment (one 1 s GOP, 25 frames) reaches the file when the next keyframe starts the next one.
+    assert count_frames(path) == (frames - 1) // 25 * 25
+
+
+def test_a_killed_standard_file_is_unreadable(tmp_path: Path) -> None:
+    """Why fragmented is the default: the standard MP4's index is written only by close()."""
+    path = tmp_path / "killed.mp4"
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path), "standard", "60"], check=False)
+    with pytest.raises(Exception) as info:  # FFmpeg's InvalidDataError; describe_error names it
+        count_frames(path)
+    assert "Invalid data" in describe_error(info.value)
+
+
+@pytest.mark.parametrize(("fragmented", "keyframe_s"), [(True, 1.0), (False, 1.0), (True, 0.4)])
+def test_keyframes_come_every_keyframe_s_and_the_file_seeks(
+    tmp_path: Path, fragmented: bool, keyframe_s: float
+) -> None:
+    import av
+
+    path = tmp_path / "k.mp4"
+    rng = np.random.default_rng(1)
+    enc = VideoEncoder(path, 64, 48, 25, fragmented=fragmented, keyframe_s=keyframe_s)
+    for i in range(100):
+        enc.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i / 25)
+    enc.close()
+    gop = round(25 * keyframe_s)
+    with av.open(str(path)) as c:
+        keys = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+    assert keys == list(range(0, 100, gop))
+    with av.open(str(path)) as c:  # a closed file, fragmented or not, has a duration and seeks
+        assert c.duration == pytest.approx(4_000_000, abs=40_000)
+        c.seek(2_000_000)
+        assert next(c.decode(video=0)).time == pytest.approx(50 // gop * gop / 25)  # the keyframe at or before 2 s
