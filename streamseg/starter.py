@@ -64,8 +64,11 @@ overlay:
   mode: blend                       # blend | mask | side-by-side
   alpha: 0.5
 outputs:
-  - type: video                     # H.264 MP4 per stream
+  - type: video                     # H.264 MP4 per stream, fragmented: a crash loses about 1 s
     path: out/{stream}.mp4
+    # path: rec/{stream}/{start}.mp4  # NVR-style: {start} (UTC) or {index} in the file name, and
+    # segment_s: 600                  # a new file every 10 minutes of video,
+    # retention: {max_files: 144}     # the oldest deleted (also max_bytes, max_age_s)
   - type: jsonl                     # one JSON record per frame: class areas, latency
     path: out/stats.jsonl
   - type: live                      # MJPEG live view on the http server below
