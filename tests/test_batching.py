@@ -30,6 +30,39 @@ def make(streams: dict[str, int | None], max_batch: int, max_wait_ms: float) -> 
     return batcher, sources
 
 
+class FakeClock:
+    """The batcher's clock, stepped only by its own waits: what it waits for is then exact."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.waits: list[float] = []
+        self._lock = threading.Lock()  # readers still notify from their threads
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        self.now += timeout
+        return False
+
+    def notify_all(self) -> None:
+        pass
+
+    def __enter__(self) -> FakeClock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, batcher: Batcher) -> None:
+        import streamseg.batching
+
+        monkeypatch.setattr(streamseg.batching, "time", self)  # time.monotonic() in the batcher
+        batcher.cond = self  # type: ignore[assignment]  # its waits move this clock, not the wall's
+
+
 def drain(batcher: Batcher, stop: threading.Event | None = None) -> list[Batch]:
     stop = stop or threading.Event()
     batches = []
@@ -101,7 +134,7 @@ def test_round_robin_fills_a_big_batch_from_all_streams() -> None:
     assert [(f.stream, f.index) for f in first.frames] == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1)]
 
 
-def test_a_lone_frame_leaves_after_max_wait() -> None:
+def test_a_lone_frame_leaves_at_max_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     # "idle" is a stream that has not delivered yet (never started): the batcher cannot know that
     # nothing more is coming, so the single frame waits for its batch, but only until max_wait_ms.
     max_wait = 0.2
@@ -109,11 +142,15 @@ def test_a_lone_frame_leaves_after_max_wait() -> None:
     one = sources[0]
     one.start()
     assert one.finished.wait(TIMEOUT_S)
+    captured = one.queue.peek_time()
+    assert captured is not None
+    clock = FakeClock(captured)
+    clock.install(monkeypatch, batcher)
     batch = batcher.next_batch(threading.Event())
-    released = time.monotonic()
     assert batch is not None and [(f.stream, f.index) for f in batch.frames] == [("one", 0)]
-    waited = released - batch.frames[0].capture_time
-    assert max_wait - 0.01 <= waited < max_wait + 0.5
+    # one wait, to the frame's deadline, then out: not released early, not held past it
+    assert clock.waits == [pytest.approx(max_wait)]
+    assert batch.formed_time == pytest.approx(captured + max_wait)
 
 
 def test_finished_sources_release_a_partial_batch_at_once() -> None:
@@ -137,14 +174,15 @@ def test_stop_returns_none() -> None:
         stopper.cancel()
 
 
-def test_timeout_returns_none_while_no_stream_sends() -> None:
+def test_timeout_returns_none_while_no_stream_sends(monkeypatch: pytest.MonkeyPatch) -> None:
     # A camera that never delivers (never started here) must not hold the caller: its --duration
     # and watchdog run between calls. Without a timeout the call would wait for ever.
     batcher, sources = make({"idle": None}, max_batch=2, max_wait_ms=10)
-    started = time.monotonic()
-    assert batcher.next_batch(threading.Event(), timeout=0.3) is None
-    waited = time.monotonic() - started
-    assert 0.29 <= waited < 5.0
+    clock = FakeClock(1000.0)
+    clock.install(monkeypatch, batcher)
+    assert batcher.next_batch(threading.Event(), timeout=0.25) is None
+    # it polls in 0.1 s steps (a frame wakes it sooner) and gives up once the timeout has passed
+    assert clock.waits == pytest.approx([0.1, 0.1, 0.05]) and clock.now == pytest.approx(1000.25)
     assert not sources[0].finished.is_set()
 
 
