@@ -108,7 +108,7 @@ def test_init_validate_run_with_the_bundled_model_by_name(installed: Installed) 
     pipeline.write_text(text.replace("port: 8080 ", "port: 0    "))  # a free port: tests share the machine
     r = installed.run("streamseg", "validate", "pipeline.yaml")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "pipeline.yaml: ok (1 source(s), model selfie_landscape, 3 output(s))"
+    assert r.stdout.startswith("pipeline.yaml: ok (1 source(s), model selfie_landscape"), r.stdout
     r = installed.run("streamseg", "run", "pipeline.yaml", "--max-frames", "30")
     assert r.returncode == 0, r.stderr
     assert "with onnxruntime" in r.stdout and "pattern=30" in r.stdout
