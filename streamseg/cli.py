@@ -12,6 +12,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BackendError, ConfigError, StreamsegError
+from .logs import setup as setup_logging
 from .uri import help_text
 
 log = logging.getLogger("streamseg")
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"streamseg {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines as text, or JSON lines for shippers"
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser(
         "run",
@@ -40,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="pipeline YAML")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument(
+        "--status-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="log a status line (per stream fps, drops, latency) every S seconds; 0: never (default 10)",
+    )
     val = sub.add_parser("validate", help="check a pipeline file without running it")
     val.add_argument("file", help="pipeline YAML")
     models = sub.add_parser("models", help="list bundled models and their contracts, and the zoo")
@@ -108,13 +119,16 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import Pipeline
+    from .progress import follow
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("usage: --max-frames must be >= 1")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("usage: --duration must be > 0")
     cfg = load_config(args.file)
-    pipeline = Pipeline(cfg, args.max_frames, args.duration)
+    if args.status_interval < 0:
+        raise ConfigError("usage: --status-interval must be >= 0")
+    pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received: stopping, finalizing outputs", signal.Signals(signum).name)
@@ -122,7 +136,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    summary = pipeline.run()
+    with follow(pipeline.progress, cfg.name):  # a bar for a finite run on a terminal, else nothing
+        summary = pipeline.run()
     total = sum(summary.frames.values())
     fps = total / summary.seconds if summary.seconds else 0.0
     print(
@@ -339,11 +354,7 @@ def _cmd_doctor(_args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        setup_logging(args.verbose, args.log_format)
         command = {
             "run": _cmd_run,
             "validate": _cmd_validate,

@@ -8,6 +8,7 @@ stage finish what it holds so outputs are finalized.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -32,11 +33,12 @@ from .postprocess import Smoother, area_ratios, to_class_maps
 from .preprocess import preprocess
 from .server import HttpServer, LiveHub
 from .sources import Source
-from .status import StreamStatus, StreamTracker
+from .status import StreamStatus, StreamTracker, format_line
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.25  # longest the loop waits for a frame before it checks its deadline and stop again
+status_log = logging.getLogger("streamseg.status")  # its own name: an operator can quiet it alone
 
 
 @dataclass
@@ -135,10 +137,17 @@ class StreamWorker:
 class Pipeline:
     """Build with a validated config; ``run()`` blocks until the sources end or ``stop()``."""
 
-    def __init__(self, cfg: PipelineConfig, max_frames: int | None = None, duration: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        max_frames: int | None = None,
+        duration: float | None = None,
+        status_interval: float = 0.0,
+    ) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
         self.duration = duration
+        self.status_interval = status_interval  # seconds between status lines on the log; 0: none
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.model: LoadedModel = load_model(cfg.model.path)
@@ -189,6 +198,7 @@ class Pipeline:
                 for s in sources
             }
             self._sources, self._trackers = sources, trackers
+            status_done = threading.Event()
             try:
                 if hub is not None:
                     self.http = HttpServer(
@@ -208,8 +218,11 @@ class Pipeline:
                 for s in sources:
                     s.start()
                 self.ready.set()
+                if self.status_interval > 0:  # on its own clock: a stalled stage must not silence it
+                    threading.Thread(target=self._log_status, args=(status_done,), name="status", daemon=True).start()
                 self._loop(backend, batcher, sources, workers)
             finally:
+                status_done.set()
                 # shutdown: readers stop, workers drain in order, sinks finalize, server last
                 for s in sources:
                     s.stop()
@@ -282,8 +295,24 @@ class Pipeline:
         for s in self._sources:
             fps, frames, latency, ratios = self._trackers[s.name].snapshot(now)
             error = _without_uri(s.error, s) if s.error else None
-            out.append(StreamStatus(s.name, _state(s), fps, frames, s.dropped, latency, ratios, error))
+            state = _state(s)
+            fps = fps if state == "up" else 0.0  # not a rate decaying from frames that stopped coming
+            out.append(StreamStatus(s.name, state, fps, frames, s.dropped, latency, ratios, error))
         return out
+
+    def progress(self) -> tuple[int, int | None]:
+        """Frames done (processed or dropped) over all streams, and the total once every stream
+        is open and known to end (files, ``frames=``, ``max_frames``); None while unknown."""
+        done = sum(s.frames + s.dropped for s in self.status())
+        expected = [s.expected_frames for s in self._sources]
+        total = None if not expected or None in expected else sum(e for e in expected if e is not None)
+        return done, total
+
+    def _log_status(self, done: threading.Event) -> None:
+        while not done.wait(self.status_interval):
+            streams = self.status()
+            # The JSON log format carries each stream's fields too (``streams``), for log shippers.
+            status_log.info("%s", format_line(streams), extra={"streams": [dataclasses.asdict(s) for s in streams]})
 
     def _health(self, sources: list[Source]) -> tuple[bool, dict[str, object]]:
         streams = {s.name: _state(s) for s in sources}

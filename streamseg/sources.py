@@ -89,6 +89,7 @@ class _AvReader:
     def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool) -> None:
         self._input = VideoInput(target, options, timeout)
         self.fps = self._input.info.fps
+        self.frame_count = None if loop else self._input.info.frames  # as the container states it
         self._loop = loop
 
     def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
@@ -142,6 +143,7 @@ class _SyntheticReader:
             self.fps: float | None = float(uri.param("fps", "25") or 25)
             frames = uri.param("frames")
             self.count = int(frames) if frames else None
+            self.frame_count = self.count
         except ValueError as e:
             raise SourceError(f"synthetic source: bad parameter: {e}") from None
         if self.width < 16 or self.height < 16 or not self.fps or self.fps <= 0:
@@ -228,6 +230,7 @@ class Source:
         self.up = False
         self.frames_read = 0
         self.dropped = 0  # frames read but never queued or evicted from the queue
+        self.expected_frames: int | None = None  # where a finite stream ends, once opened (progress bars)
         self.last_frame_time = 0.0
         self._last_pts: float | None = None
         self._stop = threading.Event()
@@ -369,12 +372,25 @@ class Source:
             self.finished.set()
             self._notify()
 
+    def _expected(self, reader: Reader) -> int | None:
+        """Frames this stream will read in all: the file's count, capped by ``max_frames``; an endless
+        stream (live, looping) ends at ``max_frames`` or never (None)."""
+        count: int | None = None if self.live or self.cfg.loop else getattr(reader, "frame_count", None)
+        # A synthetic pattern without ``frames=`` never ends; a file without a stated count does.
+        endless = self.live or self.cfg.loop or (self.uri.kind == "synthetic" and count is None)
+        if self.max_frames is None:
+            return count
+        if count is None:
+            return self.max_frames if endless else None
+        return min(count, self.max_frames)
+
     def _done(self) -> bool:
         return self._stop.is_set() or (self.max_frames is not None and self.frames_read >= self.max_frames)
 
     def _pump(self, reader: Reader) -> bool:
         """Read frames into the queue until the stream ends, fails or we stop; True if any came."""
         self.fps = reader.fps
+        self.expected_frames = self._expected(reader)
         self.metrics.source_fps.labels(self.name).set(self.fps or 0)
         got = False
         min_gap = 1.0 / self.cfg.fps if self.cfg.fps else 0.0
