@@ -190,7 +190,25 @@ class Pipeline:
                 m.add_stream(s.name, c.class_names)
 
             hub = LiveHub([s.name for s in sources]) if cfg.http.enabled else None
-            sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
+            # Bind the HTTP port before any sink opens (and truncates) a file: a run that cannot
+            # start leaves the previous run's outputs as they were. It serves from start() on.
+            if hub is not None:
+                self.http = HttpServer(
+                    cfg.http.host,
+                    cfg.http.port,
+                    cfg.name,
+                    hub,
+                    m.exposition,
+                    lambda: self._health(sources),
+                    self.status,
+                    self.palette,
+                )
+            try:
+                sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
+            except BaseException:
+                if self.http is not None:
+                    self.http.stop()
+                raise
             output_failed = threading.Event()
             trackers = {s.name: StreamTracker(c.class_names) for s in sources}
             workers = {
@@ -200,17 +218,7 @@ class Pipeline:
             self._sources, self._trackers = sources, trackers
             status_done = threading.Event()
             try:
-                if hub is not None:
-                    self.http = HttpServer(
-                        cfg.http.host,
-                        cfg.http.port,
-                        cfg.name,
-                        hub,
-                        m.exposition,
-                        lambda: self._health(sources),
-                        self.status,
-                        self.palette,
-                    )
+                if self.http is not None:
                     self.http.start()
                     log.info("live view: %s  metrics: %smetrics", self.http.url, self.http.url)
                 for w in workers.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, RtspOutput, SnapshotOutput, VideoOutput
+from ..errors import ConfigError
 from ..metrics import Metrics
 from ..server import LiveHub
 from .base import Sink
@@ -25,27 +26,36 @@ def build_sinks(
     from .snapshot import SnapshotSink
     from .video import VideoSink
 
-    sinks: list[Sink] = []
+    def build(o: Output) -> Sink:
+        if isinstance(o, VideoOutput):
+            return VideoSink(o, fps_of, metrics)
+        if isinstance(o, JsonlOutput):
+            return JsonlSink(o, class_names)
+        if isinstance(o, LiveOutput):
+            if hub is None:  # the config's cross-check refuses this; a caller building sinks by hand may not
+                raise ConfigError("a live output needs http.enabled: true")
+            return LiveSink(o, hub, metrics)
+        if isinstance(o, SnapshotOutput):
+            return SnapshotSink(o)
+        if isinstance(o, DisplayOutput):
+            return DisplaySink()
+        if isinstance(o, RtspOutput):
+            return RtspSink(o, fps_of, metrics)
+        raise TypeError(f"no sink for {type(o).__name__}")  # a bug: an output model without its sink
+
+    # Outputs that claim a port or a window open first, files last: a port in use fails the run
+    # before any file output has truncated what the previous run left.
+    files = (VideoOutput, JsonlOutput, SnapshotOutput)
+    order = sorted(range(len(outputs)), key=lambda i: isinstance(outputs[i], files))
+    built: dict[int, Sink] = {}
     try:
-        for o in outputs:
-            if isinstance(o, VideoOutput):
-                sinks.append(VideoSink(o, fps_of, metrics))
-            elif isinstance(o, JsonlOutput):
-                sinks.append(JsonlSink(o, class_names))
-            elif isinstance(o, LiveOutput):
-                assert hub is not None, "config validation requires http for live outputs"
-                sinks.append(LiveSink(o, hub, metrics))
-            elif isinstance(o, SnapshotOutput):
-                sinks.append(SnapshotSink(o))
-            elif isinstance(o, DisplayOutput):
-                sinks.append(DisplaySink())
-            elif isinstance(o, RtspOutput):
-                sinks.append(RtspSink(o, fps_of, metrics))
+        for i in order:
+            built[i] = build(outputs[i])
     except BaseException:
-        for s in sinks:
+        for s in built.values():
             s.close()
         raise
-    return sinks
+    return [built[i] for i in range(len(outputs))]
 
 
 __all__ = ["Sink", "build_sinks"]

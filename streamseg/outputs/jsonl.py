@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -46,6 +47,11 @@ class JsonlSink(Sink):
             try:
                 self._file.write(line + "\n")
             except OSError as e:
+                # The line stays in the buffer and would fail again at close(): drop the file, so a
+                # full disk is reported once, by the write that met it.
+                file, self._file = self._file, None
+                with contextlib.suppress(OSError):
+                    file.close()  # closes even when its flush fails
                 raise OutputError(f"jsonl output {self.path}: {e.strerror}") from None
 
     def close(self) -> None:
