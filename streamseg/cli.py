@@ -123,8 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("usage: --max-frames must be >= 1")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError("usage: --duration must be > 0")
+    if args.duration is not None and not 0 < args.duration < 1e9:  # nan and inf included
+        raise ConfigError("usage: --duration must be a number of seconds > 0")
     cfg = load_config(args.file)
     if args.status_interval < 0:
         raise ConfigError("usage: --status-interval must be >= 0")
@@ -153,10 +153,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .contract import load_model
+    from .preflight import check_pipeline
 
     cfg = load_config(args.file)
+    checked_with = check_pipeline(cfg, args.file)  # what run checks at start-up: model vs graph, file sources
     model = load_model(cfg.model.path)
-    print(f"{args.file}: ok ({len(cfg.sources)} source(s), model {model.contract.name}, {len(cfg.outputs)} output(s))")
+    print(
+        f"{args.file}: ok ({len(cfg.sources)} source(s), model {model.contract.name} checked with {checked_with}, "
+        f"{len(cfg.outputs)} output(s))"
+    )
     return 0
 
 

@@ -412,10 +412,26 @@ def _to_python(
         value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except ValueError as e:  # e.g. `!!int abc`; the tag errors are yaml.YAMLError
         raise _Limited(f"cannot read value '{node.value}': {e}", node.start_mark.line + 1) from None
+    if isinstance(value, str) and "\x00" in value:  # no path, URI or name can hold one
+        raise _Limited("a NUL character in a value", node.start_mark.line + 1)
     if interpolate and isinstance(value, str) and "${" in value:
         where = f"{file}:{node.start_mark.line + 1}: {'.'.join(map(str, path))}"
         value = _interpolate(value, where)
     return value
+
+
+def key_line(file: str | Path, loc: Path_) -> int:
+    """The line of ``loc`` (e.g. ``("sources", 0, "uri")``) in a pipeline file that loaded, for
+    checks that run after validation (``streamseg validate``); 1 when it cannot be told."""
+    try:
+        with open(file, "rb") as f:
+            root = compose_bounded(f.read(MAX_CONFIG_BYTES + 1).decode("utf-8"))
+        lines: dict[Path_, int] = {}
+        if root is not None:
+            _to_python(root, (), lines, str(file), [0], interpolate=False)
+        return _line_for(loc, lines)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
+        return 1
 
 
 def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:

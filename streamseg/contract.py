@@ -133,9 +133,22 @@ def resolve_model(ref: str) -> Path:
 def load_model(ref: str, verify_hash: bool = True) -> LoadedModel:
     """Read and validate a sidecar; check its ONNX file exists and matches the recorded hash."""
     sidecar = resolve_model(ref)
+    from .config import MAX_CONFIG_BYTES, compose_bounded, plain_data
+
     try:
-        text = sidecar.read_text(encoding="utf-8")
-        raw = json.loads(text) if sidecar.suffix == ".json" else yaml.safe_load(text)
+        # The pipeline file's bounds hold here too: size, nesting, YAML alias expansion.
+        with open(sidecar, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+        text = data.decode("utf-8")
+        if sidecar.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            node = compose_bounded(text)
+            raw = None if node is None else plain_data(node)
+    except RecursionError:
+        raise ModelError(f"{sidecar}: cannot read sidecar: nested too deep") from None
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise ModelError(f"{sidecar}: cannot read sidecar: {str(e).splitlines()[0]}") from None
     try:

@@ -146,8 +146,11 @@ class _SyntheticReader:
             self.frame_count = self.count
         except ValueError as e:
             raise SourceError(f"synthetic source: bad parameter: {e}") from None
-        if self.width < 16 or self.height < 16 or not self.fps or self.fps <= 0:
-            raise SourceError("synthetic source: width and height must be >= 16 and fps > 0")
+        # Bounded before the base image is allocated: width=100000&height=100000 would be 30 GB.
+        if not (16 <= self.width <= 7680 and 16 <= self.height <= 4320 and 0 < self.fps <= 1000):
+            raise SourceError(
+                "synthetic source: width and height must be >= 16 and fps > 0 (at most 7680x4320, 1000 fps)"
+            )
         ramp = np.linspace(40, 200, self.width, dtype=np.float32)
         self._base = np.repeat(np.repeat(ramp[None, :, None], self.height, 0), 3, 2).astype(np.uint8)
 

@@ -1,0 +1,97 @@
+"""What ``streamseg validate`` checks beyond the schema, so that its verdict is ``run``'s start-up
+verdict: the model contract against its graph (opened with the backend ``run`` would use, or with
+ONNX Runtime where that backend would build a TensorRT engine), and each file, camera and synthetic
+source opened (never decoded through). Network sources are not contacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .backends import select_backend
+from .config import PipelineConfig, SourceConfig, key_line
+from .contract import LoadedModel, load_model
+from .errors import ConfigError, SourceError
+from .uri import parse_source_uri, redact
+
+log = logging.getLogger(__name__)
+
+
+def check_pipeline(cfg: PipelineConfig, file: str) -> str:
+    """Raise the error ``run`` would stop at; return one line saying what was checked."""
+    model = load_model(cfg.model.path)
+    checked_with = check_model(cfg, model)
+    for i, source in enumerate(cfg.sources):
+        check_source(source, i, file)
+    return checked_with
+
+
+def check_model(cfg: PipelineConfig, model: LoadedModel) -> str:
+    """Select the backend as ``run`` does and load the graph through it (contract checked, warm-up run)."""
+    m = cfg.model
+    backend = select_backend(
+        m.backend,
+        list(m.prefer),
+        model,
+        m.device,
+        m.threads,
+        cfg.batch.max_batch,
+        {"tensorrt": m.tensorrt, "torch": m.torch},
+    )
+    if backend.name == "tensorrt":  # entering it would build an engine: check the graph's I/O with ONNX Runtime
+        check_calibration(cfg)
+        from .backends.onnxruntime import OnnxRuntimeBackend
+
+        if OnnxRuntimeBackend.unavailable_reason("cpu") is not None:
+            return "tensorrt (graph not opened: onnxruntime is not installed)"
+        backend = OnnxRuntimeBackend(model, "cpu", 1, cfg.batch.max_batch)
+    with backend:
+        pass
+    return backend.description
+
+
+def check_calibration(cfg: PipelineConfig) -> None:
+    """INT8 calibration data that is a local path must exist (a URI is opened at build time)."""
+    t = cfg.model.tensorrt
+    if t.precision != "int8" or t.calibration is None:
+        return
+    data = t.calibration.data
+    if "://" not in data and not Path(data).exists():
+        raise ConfigError(f"model.tensorrt.calibration.data: no such file or folder: {data}")
+
+
+def check_source(source: SourceConfig, index: int, file: str) -> None:
+    """Open a file, camera device or synthetic source the way its reader will, without decoding it."""
+    uri = parse_source_uri(source.uri)
+
+    def fail(key: str, message: str) -> ConfigError:
+        line = key_line(file, ("sources", index, key))
+        return ConfigError(f"{file}:{line}: sources.{index}.{key}: {message}")
+
+    if uri.kind == "file":
+        path = Path(uri.target)
+        if source.decoder == "gstreamer" and source.loop:
+            raise fail("decoder", "gstreamer does not loop files; use decoder: ffmpeg")
+        if not path.exists():
+            raise fail("uri", f"no such file: {redact(source.uri)}")
+        if path.is_dir():
+            raise fail("uri", f"{redact(source.uri)} is a folder, not a video file")
+        from .media import VideoInput, describe_error
+
+        try:
+            VideoInput(str(path)).close()
+        except Exception as e:  # FFmpeg raises many types for unreadable input
+            raise fail("uri", f"cannot open {redact(source.uri)}: {describe_error(e)}") from None
+    elif uri.kind == "camera" and uri.target.startswith("/") and not Path(uri.target).exists():
+        raise fail("uri", f"no such camera device: {uri.target}")
+    elif uri.kind == "synthetic":
+        from .sources import _SyntheticReader
+
+        try:
+            _SyntheticReader(uri).close()
+        except SourceError as e:
+            raise fail("uri", str(e)) from None
+
+
+__all__ = ["check_pipeline"]
