@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .uri import parse_source_uri, redact
@@ -306,17 +314,25 @@ class PipelineConfig(_Strict):
             seen[s.name] = i
         return sources
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> PipelineConfig:
-        names = {s.name for s in self.sources}
-        for o in self.outputs:
-            if isinstance(o, VideoOutput | RtspOutput) and o.streams:
+    # Cross-checks are field validators that read the fields validated before them (pydantic
+    # validates in declaration order), so an error points at the key's line, not at line 1.
+    @field_validator("outputs")
+    @classmethod
+    def _known_streams(cls, outputs: list[Output], info: ValidationInfo) -> list[Output]:
+        names = {s.name for s in info.data.get("sources", [])}
+        for i, o in enumerate(outputs):
+            if isinstance(o, VideoOutput | RtspOutput) and o.streams and names:
                 unknown = sorted(set(o.streams) - names)
                 if unknown:
-                    raise ValueError(f"{o.type} output names unknown streams: {', '.join(unknown)}")
-        if any(isinstance(o, LiveOutput) for o in self.outputs) and not self.http.enabled:
+                    raise ValueError(f"output {i} ({o.type}) names unknown streams: {', '.join(unknown)}")
+        return outputs
+
+    @field_validator("http")
+    @classmethod
+    def _live_needs_http(cls, http: HttpConfig, info: ValidationInfo) -> HttpConfig:
+        if any(isinstance(o, LiveOutput) for o in info.data.get("outputs", [])) and not http.enabled:
             raise ValueError("a live output needs http.enabled: true")
-        return self
+        return http
 
 
 # --- loading -------------------------------------------------------------------------------
