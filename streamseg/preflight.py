@@ -1,16 +1,18 @@
 """What ``streamseg validate`` checks beyond the schema, so that its verdict is ``run``'s start-up
 verdict: the model contract against its graph (opened with the backend ``run`` would use, or with
-ONNX Runtime where that backend would build a TensorRT engine), and each file, camera and synthetic
-source opened (never decoded through). Network sources are not contacted.
+ONNX Runtime where that backend would build a TensorRT engine), each file, camera and synthetic
+source opened (never decoded through), and each file output's folder. Network sources are not
+contacted and ports not bound: a check that passes here can still meet a port taken at run time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .backends import select_backend
-from .config import PipelineConfig, SourceConfig, key_line
+from .config import JsonlOutput, Output, PipelineConfig, SnapshotOutput, SourceConfig, VideoOutput, key_line
 from .contract import LoadedModel, load_model
 from .errors import ConfigError, SourceError
 from .uri import parse_source_uri, redact
@@ -24,6 +26,8 @@ def check_pipeline(cfg: PipelineConfig, file: str) -> str:
     checked_with = check_model(cfg, model)
     for i, source in enumerate(cfg.sources):
         check_source(source, i, file)
+    for i, output in enumerate(cfg.outputs):
+        check_output(output, i, [s.name for s in cfg.sources], file)
     return checked_with
 
 
@@ -92,6 +96,30 @@ def check_source(source: SourceConfig, index: int, file: str) -> None:
             _SyntheticReader(uri).close()
         except SourceError as e:
             raise fail("uri", str(e)) from None
+
+
+def check_output(output: Output, index: int, streams: list[str], file: str) -> None:
+    """A file output's folder must be creatable where ``run`` will create it (nothing is created here)."""
+    if not isinstance(output, VideoOutput | JsonlOutput | SnapshotOutput):
+        return
+    if isinstance(output, VideoOutput) and output.streams:
+        streams = list(output.streams)
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{file}:{key_line(file, ('outputs', index, 'path'))}: outputs.{index}.path: {message}")
+
+    for name in streams if "{stream}" in output.path else streams[:1]:
+        path = Path(output.path.replace("{stream}", name))
+        folder = path if isinstance(output, SnapshotOutput) else path.parent
+        if not isinstance(output, SnapshotOutput) and path.is_dir():
+            raise fail(f"{path} is a folder")
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise fail(f"parent {parent} is a file, not a folder")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise fail(f"cannot write in {parent}")
+                break
 
 
 __all__ = ["check_pipeline"]

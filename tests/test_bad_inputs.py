@@ -450,6 +450,31 @@ ROWS: list[Row] = [
         "sources.1.decoder: gstreamer does not loop files",
         setup=lambda r: _tiny_mp4(r / "whole.mp4"),
     ),
+    # outputs validate checks where run would create them (nothing is created)
+    V(
+        "validate: jsonl under a file",
+        cfg("outputs:\n  - {type: jsonl, path: f/g/stats.jsonl}\n"),
+        "p.yaml:6: outputs.0.path: parent f is a file, not a folder",
+        files={"f": "a file"},
+    ),
+    V(
+        "validate: jsonl is a folder",
+        cfg("outputs:\n  - {type: jsonl, path: d}\n"),
+        "outputs.0.path: d is a folder",
+        setup=lambda r: (r / "d").mkdir(),
+    ),
+    V(
+        "validate: video under a file",
+        cfg("outputs:\n  - {type: jsonl}\n  - {type: video, path: 'f/{stream}.mp4'}\n"),
+        "p.yaml:7: outputs.1.path: parent f is a file, not a folder",
+        files={"f": "a file"},
+    ),
+    V(
+        "validate: snapshot folder is a file",
+        cfg("outputs:\n  - {type: snapshot, path: 'snaps/{stream}'}\n"),
+        "outputs.0.path: parent snaps/good is a file, not a folder",
+        setup=lambda r: ((r / "snaps").mkdir(), (r / "snaps" / "good").write_text("x")),
+    ),
     # a bad stream beside a good one: the run goes on, the good stream's output is whole
     R(
         "run: file missing",
