@@ -8,6 +8,7 @@ lines (status line, training and build milestones) say what is happening instead
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -98,3 +99,43 @@ def follow(
         finally:
             stop.set()
             thread.join(5.0)
+
+
+class Steps:
+    """Counted work (training steps, calibration frames): a bar on a terminal, and elsewhere a log
+    line at every 5 % so a CI log or a service journal still shows the work advancing.
+
+    Until ``close()`` (or the end of a ``with`` block), log lines print above the bar instead of
+    tearing it; after an unclosed one they still print, through tqdm.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str, logger: logging.Logger, enabled: bool = True) -> None:
+        self.total, self.desc, self.n = max(1, total), desc, 0
+        self.bar = bar(total, desc, unit, enabled=enabled)
+        self._log = logger if enabled and self.bar.disable else None
+        self._every = max(1, self.total // 20)
+        self._redirect: contextlib.AbstractContextManager[None] | None = None
+        if not self.bar.disable:
+            self._redirect = logs_above_bars()
+            self._redirect.__enter__()
+
+    def __enter__(self) -> Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
+
+    def update(self, n: int = 1, text: str = "") -> None:
+        before, self.n = self.n, self.n + n
+        if not self.bar.disable:
+            if text:
+                self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(n)
+        elif self._log is not None and (self.n >= self.total or self.n // self._every > before // self._every):
+            self._log.info("%s: %d/%d%s", self.desc, min(self.n, self.total), self.total, f" {text}" if text else "")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from .models._torch import F, nn, torch
 from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
 from .overlay import voc_colors
 from .postprocess import resize_labels
+from .progress import Steps
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +66,6 @@ def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> 
         cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
         resize_labels(mask, w, h),
     )
-
-
-class Progress:
-    """A one-line progress bar on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.start, self.n = total, enabled, time.monotonic(), 0
-        self.tty = enabled and sys.stderr.isatty()
-
-    def update(self, text: str) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        frac = self.n / self.total
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / frac - elapsed if frac else 0.0
-        line = f"[{'#' * int(30 * frac):<30}] {self.n}/{self.total} {text} eta {eta:.0f}s"
-        if self.tty:
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        elif self.n == self.total or self.n % max(1, self.total // 20) == 0:
-            log.info("%s", line)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
 
 
 def predict(
@@ -188,7 +162,7 @@ def train(cfg: TrainConfig) -> Scores:
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
     crop = cfg.crop or cfg.size
     cache = [[_resize_pair(*ds.load(i), cfg.size) for i in range(len(ds))] for ds in datasets]
-    bar = Progress((cfg.epochs - start_epoch) * steps_per_epoch, cfg.progress)
+    bar = Steps((cfg.epochs - start_epoch) * steps_per_epoch, f"train {cfg.network}", "step", log, cfg.progress)
     loss_value = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -209,7 +183,7 @@ def train(cfg: TrainConfig) -> Scores:
             optimizer.step()
             scheduler.step()
             loss_value = float(loss.detach())
-            bar.update(f"epoch {epoch + 1} loss {loss_value:.4f}")
+            bar.update(text=f"epoch {epoch + 1} loss {loss_value:.4f}")
         save_checkpoint(
             last,
             model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pty
 import select
@@ -14,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamseg import progress
@@ -122,3 +124,63 @@ def test_a_file_run_in_a_pipe_draws_no_bar(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "processed 40 frames" in r.stdout
     assert "%|" not in r.stderr and "40/40" not in r.stderr, r.stderr
+
+
+def test_steps_off_a_terminal_log_every_five_percent(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("streamseg.test")
+    caplog.set_level(logging.INFO, "streamseg.test")
+    with progress.Steps(40, "train x", "step", log) as steps:
+        for i in range(40):
+            steps.update(text=f"loss {i}")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 20 and lines[0] == "train x: 2/40 loss 1" and lines[-1] == "train x: 40/40 loss 39"
+    caplog.clear()
+    with progress.Steps(40, "quiet", "step", log, enabled=False) as steps:
+        steps.update(40)
+    assert caplog.records == []
+
+
+def test_steps_draw_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "streamseg.test")
+    master, slave = _terminal()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        with progress.Steps(8, "INT8 calibration", "frame", logging.getLogger("streamseg.test")) as steps:
+            for _ in range(4):
+                steps.update(2)
+        monkeypatch.undo()
+    text = _drain(master)
+    assert "INT8 calibration: 100%" in text and "8/8" in text, text
+    assert caplog.records == []  # on a terminal the bar replaces the milestone lines
+
+
+def test_calibration_frames_report_progress(caplog: pytest.LogCaptureFixture) -> None:
+    from streamseg.contract import InputSpec
+    from streamseg.engines import CalibrationBatches
+
+    caplog.set_level(logging.INFO, "streamseg.engines")
+    spec = InputSpec(name="input", layout="NCHW", height=8, width=12, color="RGB", mean=(0, 0, 0), std=(1, 1, 1))
+    images = [np.zeros((8, 12, 3), np.uint8)] * 9
+    assert len(list(CalibrationBatches(images, spec, 4))) == 2  # the partial batch is dropped
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamseg.engines"]
+    assert lines[-1] == "INT8 calibration: 8/8"
+
+
+def test_tensorrt_build_phases_draw_nested_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamseg.backends.tensorrt import _progress_monitor
+    from tests.support import fake_tensorrt
+
+    master, slave = _terminal()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        monitor = _progress_monitor(fake_tensorrt)
+        monitor.phase_start("Building engine", None, 2)
+        monitor.phase_start("Tactic search", "Building engine", 5)
+        assert all(monitor.step_complete("Tactic search", i) for i in range(5))
+        monitor.phase_finish("Tactic search")
+        assert monitor.step_complete("Building engine", 0) and monitor.step_complete("Building engine", 1)
+        monitor.phase_finish("Building engine")
+        assert monitor.bars == {}
+        monkeypatch.undo()
+    text = _drain(master)
+    assert "Tactic search:" in text and "Building engine: 100%" in text and "2/2" in text, text

@@ -71,33 +71,29 @@ def _logger(trt: Any) -> Any:
 def _progress_monitor(trt: Any) -> Any:
     """TensorRT's build phases as a progress line on a terminal, and as log lines always."""
 
+    from ..progress import bar
+
     class _Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
-            self.steps: dict[str, tuple[int, int]] = {}
-            self.tty = sys.stderr.isatty()
+            self.bars: dict[str, Any] = {}  # one tqdm bar per open phase; nested phases stack below
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            self.steps[phase_name] = (0, max(1, num_steps))
             log.info("build: %s%s (%d steps)", f"{parent_phase} / " if parent_phase else "", phase_name, num_steps)
+            position = len(self.bars)
+            # A nested phase's bar disappears when it finishes; the outermost one stays, at 100 %.
+            self.bars[phase_name] = bar(
+                max(1, num_steps), phase_name[:40], "step", position=position, leave=position == 0
+            )
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            _, total = self.steps.get(phase_name, (0, 1))
-            self.steps[phase_name] = (step + 1, total)
-            if self.tty:
-                done = (step + 1) / total
-                print(
-                    f"\r{phase_name[:40]:<40} [{'#' * int(30 * done):<30}] {step + 1}/{total}",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if (b := self.bars.get(phase_name)) is not None:
+                b.update(step + 1 - b.n)
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name: str) -> None:
-            self.steps.pop(phase_name, None)
-            if self.tty:
-                print(file=sys.stderr)
+            if (b := self.bars.pop(phase_name, None)) is not None:
+                b.close()
 
     return _Monitor()
 
