@@ -219,7 +219,7 @@ def _wait_and_kill(proc: subprocess.Popen[str], jsonl: Path, frames: int, sig: s
             proc.kill()
             proc.communicate()
     if sig == signal.SIGKILL:
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode == -signal.SIGKILL, err  # not an exit of its own before the kill
     else:
         assert proc.returncode == 0, err
     return len(jsonl.read_text().splitlines())
