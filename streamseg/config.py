@@ -85,6 +85,14 @@ class SourceConfig(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts, description="network and watchdog timeouts")
     reconnect: Reconnect = Field(default_factory=Reconnect, description="live-source reconnection")
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_folder_name(cls, v: str) -> str:
+        # Stream names go into file paths ({stream}): '.' and '..' would write outside the folder.
+        if v in (".", ".."):
+            raise ValueError(f"'{v}' cannot name a stream (it names a folder in output paths)")
+        return v
+
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
@@ -153,6 +161,7 @@ class ModelConfig(_Strict):
     )
     prefer: list[BackendName] = Field(
         default_factory=lambda: list(_DEFAULT_ORDER),
+        min_length=1,
         description="order tried by backend: auto",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
@@ -201,12 +210,15 @@ class VideoOutput(_Strict):
     type: Literal["video"]
     path: str = Field(
         "out/{stream}.mp4",
+        min_length=1,
         description="H.264 MP4 per stream; {stream} is replaced, and in the file name {start} (UTC start "
         "time, 20260131T235959.123Z) and {index} (000000, continuing after the files already there)",
     )
     fps: float | None = Field(None, gt=0, le=_MAX_FPS, description="nominal rate; default: the source's")
     crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
-    preset: str = Field("ultrafast", description="x264 preset")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+    ] = Field("ultrafast", description="x264 preset")
     streams: list[str] | None = Field(None, description="only these streams; null = all")
     container: Literal["fragmented", "standard"] = Field(
         "fragmented",
@@ -249,7 +261,7 @@ class VideoOutput(_Strict):
 
 class JsonlOutput(_Strict):
     type: Literal["jsonl"]
-    path: str = Field("out/stats.jsonl", description="one JSON record per processed frame")
+    path: str = Field("out/stats.jsonl", min_length=1, description="one JSON record per processed frame")
 
 
 class LiveOutput(_Strict):
@@ -261,7 +273,7 @@ class LiveOutput(_Strict):
 
 class SnapshotOutput(_Strict):
     type: Literal["snapshot"]
-    path: str = Field("out/snapshots/{stream}", description="folder per stream for PNG files")
+    path: str = Field("out/snapshots/{stream}", min_length=1, description="folder per stream for PNG files")
     every: int = Field(25, ge=1, le=1_000_000, description="keep one frame in this many")
     raw: bool = Field(True, description="save the source frame (true) or the overlay (false)")
 

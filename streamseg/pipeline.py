@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .outputs import Sink, build_sinks
 from .overlay import Palette, Scratch, draw_legend, make_palette, render
 from .postprocess import Smoother, area_ratios, to_class_maps
+from .preflight import check_overlay
 from .preprocess import preprocess
 from .server import HttpServer, LiveHub
 from .sources import Source
@@ -152,6 +153,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.model: LoadedModel = load_model(cfg.model.path)
         c = self.model.contract
+        check_overlay(cfg, self.model)  # before make_palette, whose ValueError would be a traceback
         self.palette = make_palette(c.class_names, [k.color for k in c.classes], cfg.overlay.transparent)
         self.http: HttpServer | None = None
         self.ready = threading.Event()  # set once every stage runs (tests wait on it)

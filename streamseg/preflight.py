@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 def check_pipeline(cfg: PipelineConfig, file: str) -> str:
     """Raise the error ``run`` would stop at; return one line saying what was checked."""
     model = load_model(cfg.model.path)
+    check_overlay(cfg, model, file)
     checked_with = check_model(cfg, model)
     for i, source in enumerate(cfg.sources):
         check_source(source, i, file)
@@ -53,6 +54,18 @@ def check_model(cfg: PipelineConfig, model: LoadedModel) -> str:
     with backend:
         pass
     return backend.description
+
+
+def check_overlay(cfg: PipelineConfig, model: LoadedModel, file: str | None = None) -> None:
+    """``overlay.transparent`` may name only the model's classes (``Pipeline`` checks this too)."""
+    wanted = cfg.overlay.transparent or []
+    unknown = [name for name in wanted if name not in model.contract.class_names]
+    if unknown:
+        where = f"{file}:{key_line(file, ('overlay', 'transparent'))}: " if file else ""
+        raise ConfigError(
+            f"{where}overlay.transparent: {', '.join(unknown)} is not a class of model {model.contract.name} "
+            f"({', '.join(model.contract.class_names)})"
+        )
 
 
 def check_calibration(cfg: PipelineConfig) -> None:

@@ -293,6 +293,33 @@ ROWS: list[Row] = [
         ),
         "calibration.frames",
     ),
+    V("prefer empty", BASE.replace("selfie_landscape}", "selfie_landscape, prefer: []}"), "model.prefer: List should"),
+    V(
+        "x264 preset",
+        cfg("outputs:\n  - {type: video, preset: warp}\n"),
+        "outputs.0.preset: Input should be 'ultrafast'",
+    ),
+    V(
+        "jsonl path empty",
+        cfg("outputs:\n  - {type: jsonl, path: ''}\n"),
+        "outputs.0.path: String should have at least",
+    ),
+    V(
+        "stream named ..",
+        cfg(sources=f"  - {{name: '..', uri: '{SYN}'}}\n"),
+        "sources.0.name: '..' cannot name a stream",
+    ),
+    V(
+        "transparent class unknown",
+        cfg("overlay: {transparent: [sky]}\n"),
+        "p.yaml:5: overlay.transparent: sky is not a class",
+    ),
+    R(
+        "run: transparent class unknown",
+        cfg("overlay: {transparent: [sky]}\n"),
+        "overlay.transparent: sky is not a class",
+        code=2,
+    ),
     # models and sidecars
     V("sidecar missing", cfg(model="nothere.json"), "model 'nothere.json': no such file and no bundled model"),
     V(
