@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import InputSpec
 from .datasets import IGNORE_INDEX, SegDataset, augment, open_dataset
 from .errors import ConfigError
 from .evaluate import ConfusionMatrix, Scores, scores
 from .models import build, network_info
 from .models._torch import F, nn, torch
-from .models.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
+from .models.checkpoint import CheckpointMeta, input_spec, read_checkpoint, save_checkpoint
 from .overlay import voc_colors
 from .postprocess import resize_labels
+from .preprocess import preprocess
 from .progress import Steps
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,11 @@ class TrainConfig:
     progress: bool = True
 
 
-def _to_tensor(images: list[np.ndarray], mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    batch = np.stack([img[..., ::-1] for img in images]).astype(np.float32)  # BGR -> RGB
-    batch = (batch - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+def _to_tensor(images: list[np.ndarray], spec: InputSpec) -> torch.Tensor:
+    """BGR uint8 images (all one size) -> the model's input batch, by the function serving uses, so
+    training and serving cannot drift. Training crops keep their own size; nothing is resized."""
+    h, w = images[0].shape[:2]
+    return torch.from_numpy(preprocess(images, spec.model_copy(update={"height": h, "width": w})))
 
 
 def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,19 +71,9 @@ def _resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> 
     )
 
 
-def predict(
-    model: nn.Module,
-    image: np.ndarray,
-    meta_size: tuple[int, int],
-    mean: np.ndarray,
-    std: np.ndarray,
-    device: torch.device,
-) -> np.ndarray:
-    """Class map at the image's own size: resize in, argmax, nearest-resize out."""
-    import cv2
-
-    h, w = meta_size
-    x = _to_tensor([cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)], mean, std).to(device)
+def predict(model: nn.Module, image: np.ndarray, spec: InputSpec, device: torch.device) -> np.ndarray:
+    """Class map at the image's own size: resize in (as serving does), argmax, nearest-resize out."""
+    x = torch.from_numpy(preprocess([image], spec)).to(device)
     with torch.inference_mode():
         out = model(x)
         out = out[0] if isinstance(out, tuple) else out
@@ -91,10 +84,10 @@ def predict(
 def evaluate_model(model: nn.Module, dataset: SegDataset, meta: CheckpointMeta, device: torch.device) -> Scores:
     model.eval()
     cm = ConfusionMatrix(meta.num_classes)
-    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    spec = input_spec(meta)
     for i in range(len(dataset)):
         image, mask = dataset.load(i)
-        cm.update(mask, predict(model, image, (meta.height, meta.width), mean, std, device))
+        cm.update(mask, predict(model, image, spec, device))
     return scores(cm.matrix)
 
 
@@ -111,8 +104,7 @@ def train(cfg: TrainConfig) -> Scores:
     num_classes = len(names)
     if info.fixed_input and cfg.size != info.input_size:
         raise ConfigError(f"{cfg.network} works only at {info.input_size[0]}x{info.input_size[1]} (--size)")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the initial weights; each epoch reseeds below
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     if cfg.device == "cuda" and device.type != "cuda":
         raise ConfigError("--device cuda: torch sees no CUDA device")
@@ -154,23 +146,25 @@ def train(cfg: TrainConfig) -> Scores:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
-        rng = np.random.default_rng(cfg.seed + start_epoch)
         log.info("resumed from %s at epoch %d", last, start_epoch)
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
     if weight is not None and weight.numel() != num_classes:
         raise ConfigError(f"--class-weights: {weight.numel()} weights for {num_classes} classes")
-    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    spec = input_spec(meta)  # what the sidecar will tell the pipeline: layout, color, mean, std
     crop = cfg.crop or cfg.size
     cache = [[_resize_pair(*ds.load(i), cfg.size) for i in range(len(ds))] for ds in datasets]
     bar = Steps((cfg.epochs - start_epoch) * steps_per_epoch, f"train {cfg.network}", "step", log, cfg.progress)
     loss_value = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
+        # Every epoch draws from its own seeds, so a resumed run goes on exactly as an unbroken one.
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
         model.train()
         order = rng.permutation(len(samples))
         for s in range(steps_per_epoch):
             chosen = [samples[j] for j in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
             pairs = [augment(cache[di][i][0], cache[di][i][1], rng, crop, cfg.scale, cfg.flip) for di, i in chosen]
-            x = _to_tensor([p[0] for p in pairs], mean, std).to(device)
+            x = _to_tensor([p[0] for p in pairs], spec).to(device)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64)).to(device)
             out = model(x)
             if isinstance(out, tuple):  # main + auxiliary head (PSPNet)

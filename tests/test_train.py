@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[train]')")
@@ -51,13 +52,79 @@ def test_a_tiny_run_reduces_the_loss(frames: Path, tmp_path: Path) -> None:
     assert later.pixel_accuracy > first.pixel_accuracy
 
 
-def test_resume_continues_from_the_checkpoint(frames: Path, tmp_path: Path) -> None:
-    train(_cfg(frames, tmp_path, epochs=2))
-    state = read_checkpoint(tmp_path / "last.pt")
-    assert state["epoch"] == 2 and "optimizer" in state and "scheduler" in state
-    train(_cfg(frames, tmp_path, epochs=3, resume=True))
-    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 3
-    assert (tmp_path / "last.json").is_file()  # the sidecar streamseg eval/export/run use
+def _assert_same_state(a: object, b: object, where: str = "") -> None:
+    """Two checkpoint parts (state dicts, nested) hold the same values, tensors compared exactly."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_continues_exactly_as_an_unbroken_run(
+    frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamseg.train
+
+    train(_cfg(frames, tmp_path / "unbroken", epochs=3))
+    # the same 3-epoch run, killed after its second checkpoint
+    save = streamseg.train.save_checkpoint
+
+    def save_then_die(*args: object, **state: object) -> None:
+        save(*args, **state)  # type: ignore[arg-type]
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(streamseg.train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(frames, tmp_path / "resumed", epochs=3))
+    monkeypatch.undo()
+    stopped = read_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert stopped["epoch"] == 2
+    train(_cfg(frames, tmp_path / "resumed", epochs=3, resume=True))
+    unbroken = read_checkpoint(tmp_path / "unbroken" / "last.pt")
+    resumed = read_checkpoint(tmp_path / "resumed" / "last.pt")
+    # weights, optimizer moments and schedule all picked up where they were, then went on alike
+    assert resumed["epoch"] == unbroken["epoch"] == 3
+    for part in ("model", "optimizer", "scheduler"):
+        _assert_same_state(resumed[part], unbroken[part], part)
+    assert resumed["loss"] == unbroken["loss"]
+    # and the third epoch did train: the weights moved from the checkpoint they resumed from
+    assert any(not torch.equal(stopped["model"][k], resumed["model"][k]) for k in stopped["model"])
+    assert (tmp_path / "resumed" / "last.json").is_file()  # the sidecar streamseg eval/export/run use
+
+
+def test_training_and_serving_prepare_an_image_alike(tmp_path: Path) -> None:
+    """Training batches and the pipeline's input come from one function and one contract."""
+    from streamseg.contract import load_model
+    from streamseg.models import build
+    from streamseg.models.checkpoint import CheckpointMeta, input_spec, save_checkpoint
+    from streamseg.overlay import voc_colors
+    from streamseg.preprocess import preprocess
+    from streamseg.train import _to_tensor
+
+    meta = CheckpointMeta(
+        "unet_padded", 3, ["a", "b", "c"], voc_colors(3), 64, 112, {"base_channels": 8}, (10.0, 20.0, 30.0), (2, 3, 5)
+    )
+    save_checkpoint(tmp_path / "m.pt", build("unet_padded", 3, base_channels=8), meta)
+    served = load_model(str(tmp_path / "m.json")).contract.input  # what `streamseg run` will use
+    assert served == input_spec(meta)
+    image = np.random.default_rng(0).integers(0, 256, (64, 112, 3), np.uint8)  # BGR, at the model's size
+    train_x = _to_tensor([image, image[::-1]], input_spec(meta)).numpy()
+    serve_x = preprocess([image, image[::-1]], served)
+    assert train_x.shape == serve_x.shape == (2, 3, 64, 112)
+    np.testing.assert_array_equal(train_x, serve_x)
+    # and both are what the contract says: RGB order, (x - mean) / std, channels first
+    rgb = image[..., ::-1].astype(np.float32)
+    expected = ((rgb - np.float32([10, 20, 30])) / np.float32([2, 3, 5])).transpose(2, 0, 1)
+    np.testing.assert_allclose(serve_x[0], expected, rtol=1e-6)
 
 
 def test_sgd_and_class_weights(frames: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contract import InputSpec
 from ..errors import ModelError
 from . import build
 from ._torch import nn, torch
@@ -96,6 +97,11 @@ def sidecar_dict(
     if sha256 is not None:
         out["sha256"] = sha256
     return out
+
+
+def input_spec(meta: CheckpointMeta) -> InputSpec:
+    """The input contract the sidecar states, for training to prepare images exactly as serving will."""
+    return InputSpec.model_validate(sidecar_dict(meta)["input"])
 
 
 def write_sidecar(path: Path, meta: CheckpointMeta) -> Path:
