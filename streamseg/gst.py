@@ -204,11 +204,13 @@ class RtspServer:
         self._lock = threading.Lock()
         self._appsrcs: dict[str, list[Any]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
+        self._clients: dict[Any, set[str]] = {}  # connected RTSP client -> the mounts it set up
         self._context = glib.MainContext.new()
         self._loop = glib.MainLoop.new(self._context, False)
         self._server = rtsp.RTSPServer.new()
         self._server.set_address(host)
         self._server.set_service(str(port))
+        self._server.connect("client-connected", self._on_client)
         self._source_id = self._server.attach(self._context)
         if not self._source_id:
             raise OutputError(f"rtsp output: cannot listen on {host}:{port} (port in use or address not local)")
@@ -244,6 +246,31 @@ class RtspServer:
                     self._appsrcs[stream].remove(appsrc)
 
         media.connect("unprepared", gone)
+
+    # Viewer counting rides on signals gst-rtsp-server emits anyway (on its own main-loop thread):
+    # a client is counted on a mount once it sets a track of it up, until its connection closes.
+    def _on_client(self, _server: Any, client: Any) -> None:
+        with self._lock:
+            self._clients[client] = set()
+        client.connect("setup-request", self._on_setup)
+        client.connect("closed", self._on_closed)
+
+    def _on_setup(self, client: Any, context: Any) -> None:
+        uri = getattr(context, "uri", None)
+        path = getattr(uri, "abspath", None) or ""
+        mount = path.strip("/").split("/")[0]  # /STREAM/stream=0 -> STREAM
+        with self._lock:
+            if client in self._clients and mount in self._appsrcs:
+                self._clients[client].add(mount)
+
+    def _on_closed(self, client: Any) -> None:
+        with self._lock:
+            self._clients.pop(client, None)
+
+    def clients(self, stream: str) -> int:
+        """RTSP clients connected to ``stream``'s mount now (each counted once, however many tracks)."""
+        with self._lock:
+            return sum(stream in mounts for mounts in self._clients.values())
 
     def size(self, stream: str) -> tuple[int, int] | None:
         return self._sizes.get(stream)

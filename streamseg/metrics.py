@@ -1,12 +1,19 @@
 """Prometheus metrics in a registry owned by one pipeline (nothing is registered at import).
 
 Names follow Prometheus' guide: ``streamseg_`` prefix, base units, ``_total`` counters, ``_ratio``
-fractions; labels are stream names, class names, stages and reasons, never URLs.
+fractions; labels are stream names, class names, stages and reasons, never URLs. The process's
+own CPU, memory and file descriptors come from prometheus_client's ``ProcessCollector`` (the
+standard ``process_*`` names, Linux only). The exposition leaves out the ``*_created`` series
+prometheus_client adds to every counter and histogram: they double the series count and no
+dashboard or alert here reads them (filtered per scrape, not by the library's process-wide switch).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "overlay", "encode")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,10 +66,42 @@ class Metrics:
         )
         self.build_info = Gauge(
             "streamseg_build_info",
-            "Version, backend and model of this pipeline (value 1)",
-            ["version", "backend", "model"],
+            "Version, backend, model, device, execution provider and precision of this pipeline (value 1)",
+            ["version", "backend", "model", "device", "provider", "precision"],
             registry=r,
         )
+        self.read_errors = Counter(
+            "streamseg_stream_read_errors",
+            "Times a stream could not be opened, or a read or decode failed",
+            ["stream"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "streamseg_stream_queue_depth",
+            "Frames waiting in a stream's queue: source (reader to batcher) or outputs (model to outputs)",
+            ["stream", "queue"],
+            registry=r,
+        )
+        self.last_frame = Gauge(
+            "streamseg_stream_last_frame_timestamp_seconds",
+            "Unix time of the latest frame read from the stream (absent before the first)",
+            ["stream"],
+            registry=r,
+        )
+        self.output_errors = Counter(
+            "streamseg_output_errors",
+            "Frames an output failed to write (it is then disabled for that stream); output is INDEX:TYPE",
+            ["output", "stream"],
+            registry=r,
+        )
+        self.live_viewers = Gauge("streamseg_live_viewers", "Clients watching a live view MJPEG stream", registry=r)
+        self.rtsp_viewers = Gauge(
+            "streamseg_rtsp_viewers",
+            "RTSP clients set up on a stream's mount of the RTSP output",
+            ["stream"],
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         # Create stage children up front so dashboards see every stage from the first scrape.
         for stage in STAGES:
             self.stage_seconds.labels(stage)
@@ -73,10 +112,23 @@ class Metrics:
         self.reconnects.labels(stream)
         self.stream_up.labels(stream).set(0)
         self.frame_latency.labels(stream)
+        self.read_errors.labels(stream)
         for reason in ("queue_full", "fps_cap"):
             self.frames_dropped.labels(stream, reason)
         for name in classes:
             self.class_area.labels(stream, name).set(0)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+
+class _WithoutCreated:
+    """A registry view for ``generate_latest`` without the ``*_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():  # fresh objects on every collect: safe to edit
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

@@ -98,6 +98,7 @@ class StreamWorker:
             log.error("stream %s: %s; that output is disabled for this stream", self.name, e)
             self.errors.append(f"stream {self.name}: {e}")
             self._disabled.add(i)
+            self.metrics.output_errors.labels(output_label(i, sink), self.name).inc()
             self._failed.set()
 
     def _run(self) -> None:
@@ -183,7 +184,8 @@ class Pipeline:
         )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
-            m.build_info.labels(__version__, backend.name, c.name).set(1)
+            rt = backend.runtime
+            m.build_info.labels(__version__, backend.name, c.name, rt.device, rt.provider, rt.precision).set(1)
             batcher = Batcher([], cfg.batch.max_batch, cfg.batch.max_wait_ms)
             sources = [Source(s, m, batcher.notify, self.max_frames) for s in cfg.sources]
             batcher.sources = sources
@@ -218,6 +220,13 @@ class Pipeline:
                 for s in sources
             }
             self._sources, self._trackers = sources, trackers
+            for s in sources:  # queue depths are read at scrape time: nothing to update per frame
+                m.queue_depth.labels(s.name, "source").set_function(s.queue.__len__)
+                m.queue_depth.labels(s.name, "outputs").set_function(workers[s.name].queue.qsize)
+                for i, sink in enumerate(sinks):
+                    m.output_errors.labels(output_label(i, sink), s.name)
+            if hub is not None:
+                m.live_viewers.set_function(lambda: hub.clients)
             status_done = threading.Event()
             try:
                 if self.http is not None:
@@ -346,6 +355,12 @@ def close_sinks(sinks: list[Sink]) -> list[str]:
             log.error("%s", msg)
             errors.append(msg)
     return errors
+
+
+def output_label(i: int, sink: Sink) -> str:
+    """The ``output`` label of an output's metrics: its position in the config and its kind
+    (``1:video``); never its path or URL."""
+    return f"{i}:{type(sink).__name__.removesuffix('Sink').lower()}"
 
 
 def _state(s: Source) -> str:

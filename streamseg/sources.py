@@ -334,6 +334,7 @@ class Source:
                 try:
                     self._reader = self._open()
                 except SourceError as e:
+                    self.metrics.read_errors.labels(self.name).inc()
                     self._set_up(False)
                     if not self.live:
                         self.error = self._msg(str(e))
@@ -406,12 +407,14 @@ class Source:
         base: float | None = None
         rel = -step
         decode_hist = self.metrics.stage_seconds.labels("decode")
+        last_frame = self.metrics.last_frame.labels(self.name)
         it = reader.frames()
         while not self._done():
             t0 = time.perf_counter()
             try:
                 item = next(it, None)
             except Exception as e:  # a read error or timeout: the stream is down
+                self.metrics.read_errors.labels(self.name).inc()
                 if not self.live and not got:
                     raise SourceError(describe_error(e)) from None
                 log.warning("%s", self._msg(f"read failed: {describe_error(e)}"))
@@ -419,6 +422,7 @@ class Source:
             if item is None:
                 return got
             decode_hist.observe(time.perf_counter() - t0)
+            last_frame.set(time.time())
             image, raw_pts = item
             now = time.monotonic()
             if raw_pts is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -16,6 +17,15 @@ import numpy as np
 
 from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """Where a loaded backend runs, as ``streamseg_build_info`` labels it."""
+
+    device: str  # cpu, cuda, dla0, ...
+    provider: str  # ONNX Runtime's execution provider, torch's mode, or tensorrt
+    precision: str  # fp32, fp16, int8
 
 
 class Backend(abc.ABC):
@@ -62,6 +72,11 @@ class Backend(abc.ABC):
     def description(self) -> str:
         """One line for logs and build_info: backend and where it runs."""
         return self.name
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        """Device, provider and precision once loaded; backends that can run elsewhere override it."""
+        return RuntimeInfo("cpu", self.name, "fp32")
 
     # --- the fixed part ----------------------------------------------------------------------
     def __enter__(self) -> Backend:

@@ -13,7 +13,7 @@ import numpy as np
 from .._deps import require
 from ..contract import TensorInfo
 from ..errors import BackendError, MissingDependencyError, ModelError
-from .base import Backend
+from .base import Backend, RuntimeInfo
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,13 @@ class OnnxRuntimeBackend(Backend):
     @property
     def description(self) -> str:
         return f"onnxruntime ({', '.join(getattr(self, '_providers', []))})"
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        # The first provider runs every node it supports; CPU takes only what it leaves over.
+        first = (getattr(self, "_providers", None) or ["CPUExecutionProvider"])[0]
+        device = "cuda" if first in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+        return RuntimeInfo(device, first, "fp32")  # the graph as exported: float32 in and out
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         try:

@@ -31,7 +31,7 @@ from ..contract import TensorInfo, check_io, sha256_file
 from ..doctor import cuda_driver
 from ..engines import CalibrationBatches, EngineKey, decide, engine_path, write_engine
 from ..errors import BackendError, ModelError
-from .base import Backend
+from .base import Backend, RuntimeInfo
 
 log = logging.getLogger(__name__)
 trt_log = logging.getLogger("streamseg.tensorrt")
@@ -452,6 +452,11 @@ class TensorRTBackend(Backend):
     @property
     def description(self) -> str:
         return f"tensorrt ({self.settings.precision})"
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        s = self.settings
+        return RuntimeInfo("cuda" if s.dla_core is None else f"dla{s.dla_core}", "tensorrt", s.precision)
 
     def _close(self) -> None:
         self._slots = []

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..contract import TensorInfo
 from ..errors import BackendError, ModelError
-from .base import Backend
+from .base import Backend, RuntimeInfo
 
 
 def _cuda_available() -> bool:
@@ -119,6 +119,13 @@ class TorchBackend(Backend):
     def description(self) -> str:
         dev = getattr(self, "_device", None)
         return f"torch ({dev}{', fp16' if dev is not None and dev.type == 'cuda' and self.fp16 else ''})"
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        dev = getattr(self, "_device", None)
+        cuda = dev is not None and dev.type == "cuda"
+        mode = "cuda_graphs" if cuda and self.cuda_graphs else "eager"
+        return RuntimeInfo("cuda" if cuda else "cpu", mode, "fp16" if cuda and self.fp16 else "fp32")
 
     def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
         if self._device.type != "cuda" or self.contract.output.kind != "class_map":

@@ -32,6 +32,7 @@ class RtspSink(Sink):
         self.cfg = cfg
         self._fps_of = fps_of
         self._encode = metrics.stage_seconds.labels("encode")
+        self._viewers = metrics.rtsp_viewers
         self.server = RtspServer(cfg.host, cfg.port)
 
     def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
@@ -45,6 +46,7 @@ class RtspSink(Sink):
             fps = self.cfg.fps or self._fps_of(stream) or 25.0
             url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
             log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
+            self._viewers.labels(stream).set_function(lambda: self.server.clients(stream))
             size = (w, h)
         if not self.server.viewers(stream):
             return  # nobody watches: no encoding

@@ -190,7 +190,9 @@ def test_mjpeg_stream_and_endpoints(run_pipeline) -> None:  # type: ignore[no-un
         data = b""
         while data.count(b"\xff\xd9") < 3 and len(data) < 5_000_000:
             data += r.read1(65536)
+        assert rp.sample("streamseg_live_viewers") == 1  # this client, while it watches
     assert data.count(b"Content-Type: image/jpeg") >= 3  # several distinct frames arrived
+    wait_for(lambda: rp.sample("streamseg_live_viewers") == 0, 10, "the viewer to be counted out")
     host = urllib.parse.urlsplit(rp.url).hostname
     assert host == "127.0.0.1"  # loopback unless configured
 

@@ -16,6 +16,8 @@ import pytest
 from streamseg.errors import OutputError
 from tests.support.rtsp import free_port, skip_reason
 
+from .conftest import wait_for
+
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow]
 
 
@@ -80,6 +82,9 @@ def test_rtsp_output_serves_the_overlay(clip: Path, tmp_path: Path, run_pipeline
     # While it runs: a second viewer shares the mount; a stream left out of `streams` has none.
     with av.open(f"rtsp://127.0.0.1:{port}/bikes", options={"rtsp_transport": "tcp"}, timeout=5) as second:
         assert len(list(itertools.islice(second.decode(video=0), 5))) == 5
+        assert rp.sample("streamseg_rtsp_viewers", stream="bikes") == 2  # both viewers, one encoder
+    wait_for(lambda: rp.sample("streamseg_rtsp_viewers", stream="bikes") == 1, 10, "the second viewer to leave")
+    assert rp.sample("streamseg_rtsp_viewers", stream="other") is None  # never published
     with pytest.raises(av.error.HTTPNotFoundError):
         av.open(f"rtsp://127.0.0.1:{port}/other", options={"rtsp_transport": "tcp"}, timeout=5)
     summary = rp.wait(120)
