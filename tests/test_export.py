@@ -49,6 +49,7 @@ def _checkpoint(tmp_path: Path, name: str, classes: int = 3) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_export_parity_and_pipeline(name: str, tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path, name)
@@ -77,6 +78,7 @@ http: {{enabled: false}}
     assert len(records) == 3 and all(abs(sum(r["class_area_ratio"].values()) - 1) < 1e-9 for r in records)
 
 
+@pytest.mark.slow
 def test_logits_export_and_a_failing_parity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = _checkpoint(tmp_path, "enet")
     out = tmp_path / "logits.onnx"
@@ -102,6 +104,7 @@ def test_pspnet_refuses_other_sizes(tmp_path: Path) -> None:
         export_onnx(tmp_path / "p.pt", tmp_path / "p.onnx")
 
 
+@pytest.mark.slow
 def test_batch_axis_really_is_dynamic(tmp_path: Path) -> None:
     import onnxruntime as ort
 

@@ -43,6 +43,7 @@ def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_tiny_run_reduces_the_loss(frames: Path, tmp_path: Path) -> None:
     first = train(_cfg(frames, tmp_path / "a", epochs=1))
     loss1 = read_checkpoint(tmp_path / "a" / "last.pt")["loss"]
@@ -68,6 +69,7 @@ def _assert_same_state(a: object, b: object, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_as_an_unbroken_run(
     frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +137,7 @@ def test_sgd_and_class_weights(frames: Path, tmp_path: Path) -> None:
         train(_cfg(frames, tmp_path, options={"depth": 3}))
 
 
+@pytest.mark.slow
 def test_cli_train_eval_export(frames: Path, tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "streamseg", *args], capture_output=True, text=True, timeout=300)

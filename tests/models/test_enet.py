@@ -77,6 +77,7 @@ def test_unpooling_equals_max_unpool2d(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.equal(ours, reference)
 
 
+@pytest.mark.slow
 def test_onnx_export_has_no_maxunpool_and_matches_onnxruntime() -> None:
     pytest.importorskip("onnxruntime")
     model = randomized()

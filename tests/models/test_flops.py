@@ -47,6 +47,7 @@ def test_training_mode_is_restored_and_hooks_removed() -> None:
     assert not model[0]._forward_hooks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["enet", "linknet"])
 def test_papers_count_flops_as_two_macs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Which convention the papers used: 2 x MACs lands near their numbers, MACs alone is ~2x off."""

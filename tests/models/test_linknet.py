@@ -44,6 +44,7 @@ def test_training_forward_and_backward() -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_onnx_export_at_an_odd_size_matches_onnxruntime() -> None:
     """90x160 (-> 45x80 -> ... 3x5 in the encoder) exercises the decoder's output padding 0 and 1."""
     pytest.importorskip("onnxruntime")

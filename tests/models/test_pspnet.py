@@ -48,6 +48,7 @@ def test_training_returns_main_and_aux_eval_returns_main() -> None:
     assert isinstance(out, torch.Tensor) and out.shape == (2, 5, 65, 65)
 
 
+@pytest.mark.slow
 def test_full_width_forward_at_a_small_size() -> None:
     model = build("pspnet").eval()
     with torch.no_grad():
@@ -65,6 +66,7 @@ def test_473_gives_features_that_divide_by_every_bin() -> None:
     assert all(60 % b == 0 for b in BINS)
 
 
+@pytest.mark.slow
 def test_exports_at_473_with_a_dynamic_batch_and_matches_onnxruntime() -> None:
     """Narrow (width 8) for speed: the graph has the same operators as the full network."""
     pytest.importorskip("onnxruntime")
