@@ -239,6 +239,14 @@ def test_prometheus_scrapes_the_pipeline(run_pipeline, tmp_path: Path) -> None: 
         info = query("streamseg_build_info")
         assert info[0]["metric"]["backend"] == "onnxruntime"  # type: ignore[index]
         wait_for(lambda: bool(query('streamseg_stream_up{stream="right"} == 1')), 10, "stream_up in Prometheus")
+        # the operator's series reach Prometheus too, and no *_created duplicates do
+        assert query("process_open_fds > 0") and query("process_resident_memory_bytes > 0")
+        assert query('time() - streamseg_stream_last_frame_timestamp_seconds{stream="left"} < 60')
+        assert len(query("streamseg_stream_queue_depth")) == 4  # 2 streams x (source, outputs)
+        assert query('streamseg_stream_read_errors_total{stream="left"} == 0')
+        assert query('streamseg_output_errors_total{output="0:live",stream="right"} == 0')
+        assert query("streamseg_live_viewers") and not query('{__name__=~"streamseg_.*_created"}')
+        assert info[0]["metric"]["provider"] == "CPUExecutionProvider"  # type: ignore[index]
     finally:
         proc.terminate()
         proc.wait(10)
