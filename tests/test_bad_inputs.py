@@ -329,6 +329,12 @@ ROWS: list[Row] = [
         files={"bare.onnx": b"x"},
     ),
     V("model path a folder", cfg(model="m"), "m: cannot read sidecar", setup=lambda r: (r / "m").mkdir()),
+    V(
+        "onnx path is a folder",
+        cfg(model="m/model.json"),
+        "model.json: onnx: file",
+        setup=lambda r: (_bundled_copy(r, _set("onnx", "graph")), (r / "m" / "graph").mkdir()),
+    ),
     V("sidecar not JSON", cfg(model="s.json"), "s.json: cannot read sidecar", files={"s.json": "{nope"}),
     V(
         "sidecar nested deep",
@@ -521,6 +527,25 @@ ROWS: list[Row] = [
         cfg(JSONL, sources=with_good("clips")),
         "stream 'bad' (clips): Is a directory",
         setup=lambda r: (r / "clips").mkdir(),
+        check=good_stream_whole,
+    ),
+    R(
+        "run: rtsp port closed",
+        cfg(
+            JSONL,
+            sources=GOOD_SOURCE + "  - {name: bad, uri: 'rtsp://127.0.0.1:1/x', "
+            "timeouts: {open_s: 1}, reconnect: {max_attempts: 0}}\n",
+        ),
+        "stream 'bad' (rtsp://127.0.0.1:1/x): gave up after 1 failure(s) in a row; last: Connection refused",
+        check=good_stream_whole,
+    ),
+    R(
+        "run: camera index absent",
+        cfg(
+            JSONL,
+            sources=GOOD_SOURCE + "  - {name: bad, uri: '99', timeouts: {open_s: 1}, reconnect: {max_attempts: 0}}\n",
+        ),
+        "stream 'bad' (99): gave up after 1 failure(s) in a row; last: 99: cannot open camera",
         check=good_stream_whole,
     ),
     R(
