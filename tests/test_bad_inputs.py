@@ -693,3 +693,26 @@ def test_validate_agrees_with_run_on_a_good_pipeline(in_tmp: Path, capfd: pytest
     code, stderr = run_cli(["run", "p.yaml", "--max-frames", str(FRAMES)], capfd)
     assert code == 0 and "streamseg: error" not in stderr, stderr
     good_stream_whole(in_tmp)
+
+
+def test_a_port_output_that_cannot_open_leaves_file_outputs_alone(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs that claim a port open before any file output truncates its file (RTSP needs
+    GStreamer here, so a stand-in fails the way a port in use does)."""
+    import streamseg.outputs.rtsp as rtsp
+    from streamseg.config import parse_config
+    from streamseg.errors import OutputError
+    from streamseg.metrics import Metrics
+    from streamseg.outputs import build_sinks
+
+    def taken(*_: Any) -> None:
+        raise OutputError("rtsp output: cannot listen on 127.0.0.1:8554 (port in use or address not local)")
+
+    monkeypatch.setattr(rtsp.RtspSink, "__init__", taken)
+    _write_previous_stats(in_tmp)
+    text = cfg("outputs:\n  - {type: jsonl, path: out/stats.jsonl}\n  - {type: video}\n  - {type: rtsp}\n")
+    outputs = list(parse_config(text, "p.yaml").outputs)
+    with pytest.raises(OutputError, match="cannot listen"):
+        build_sinks(outputs, ["a", "b"], lambda _: 25.0, Metrics(), None)
+    previous_stats_kept(in_tmp)

@@ -43,10 +43,13 @@ def build_sinks(
             return RtspSink(o, fps_of, metrics)
         raise TypeError(f"no sink for {type(o).__name__}")  # a bug: an output model without its sink
 
-    # Outputs that claim a port or a window open first, files last: a port in use fails the run
-    # before any file output has truncated what the previous run left.
-    files = (VideoOutput, JsonlOutput, SnapshotOutput)
-    order = sorted(range(len(outputs)), key=lambda i: isinstance(outputs[i], files))
+    # Outputs that claim a port or a window open first, files after them, and JSON Lines (which
+    # truncates its file as it opens) last: a port in use or a bad video path fails the run before
+    # any file output has truncated what the previous run left.
+    def rank(o: Output) -> int:
+        return 2 if isinstance(o, JsonlOutput) else 1 if isinstance(o, VideoOutput | SnapshotOutput) else 0
+
+    order = sorted(range(len(outputs)), key=lambda i: rank(outputs[i]))
     built: dict[int, Sink] = {}
     try:
         for i in order:
