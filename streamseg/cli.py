@@ -126,8 +126,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.duration is not None and not 0 < args.duration < 1e9:  # nan and inf included
         raise ConfigError("usage: --duration must be a number of seconds > 0")
     cfg = load_config(args.file)
-    if args.status_interval < 0:
-        raise ConfigError("usage: --status-interval must be >= 0")
+    if not 0 <= args.status_interval <= 86400:  # nan and inf included: a timer cannot wait forever
+        raise ConfigError("usage: --status-interval must be >= 0 (seconds, at most a day)")
     pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -161,6 +161,33 @@ ROWS: list[Row] = [
     Row("duration nan", ["run", "p.yaml", "--duration", "nan"], 2, "usage: --duration must be"),
     Row("duration inf", ["run", "p.yaml", "--duration", "inf"], 2, "usage: --duration must be"),
     Row("duration text", ["run", "p.yaml", "--duration", "soon"], 2, "argument --duration: invalid float value"),
+    Row(
+        "status-interval -1",
+        ["run", "p.yaml", "--status-interval", "-1"],
+        2,
+        "usage: --status-interval must be >= 0",
+        files={"p.yaml": BASE},
+    ),
+    Row(
+        "status-interval inf",
+        ["run", "p.yaml", "--status-interval", "inf"],
+        2,
+        "usage: --status-interval must be >= 0",
+        files={"p.yaml": BASE},
+    ),
+    Row(
+        "status-interval nan",
+        ["run", "p.yaml", "--status-interval", "nan"],
+        2,
+        "usage: --status-interval must be >= 0",
+        files={"p.yaml": BASE},
+    ),
+    Row(
+        "log format xml",
+        ["--log-format", "xml", "validate", "p.yaml"],
+        2,
+        "argument --log-format: invalid choice: 'xml'",
+    ),
     Row("train without data", ["train", "enet"], 2, "usage: the following arguments are required: --data, --out"),
     Row("export without checkpoint", ["export"], 2, "usage: the following arguments are required: checkpoint"),
     Row(
