@@ -108,6 +108,7 @@ def test_hand_written_layouts_match_torchvision_and_the_loader(kind) -> None:
     assert set(torchvision_layout(kind)) == set(shapes)
 
 
+@pytest.mark.slow
 def test_vgg16_into_fcn(tmp_path) -> None:
     state = random_state(SHAPES["vgg16"](base=2))
     path = tmp_path / "vgg16.pth"

@@ -39,7 +39,7 @@ def test_parameter_count_is_the_papers(capsys: pytest.CaptureFixture[str]) -> No
     assert abs(n / PAPER_PARAMS - 1) < 0.05
 
 
-@pytest.mark.parametrize(("height", "width"), [(360, 640), (97, 131), (8, 8)])
+@pytest.mark.parametrize(("height", "width"), [pytest.param(360, 640, marks=pytest.mark.slow), (97, 131), (8, 8)])
 def test_logits_at_the_input_size(height: int, width: int) -> None:
     """360x640 divides by the output stride 8; the other sizes are padded and cropped back."""
     with torch.no_grad():

@@ -127,6 +127,7 @@ def test_dilated_resnet50_dilates_every_block_of_layer3_and_layer4() -> None:
     assert net.layer2[0].conv2.stride == (2, 2)  # torchvision "v1.5": the stride is in the 3x3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["resnet18", "resnet50"])
 def test_torchvision_state_dict_loads_into_the_trunk(
     kind: str, resnet_files: dict[str, Path], resnet_states: dict[str, dict[str, torch.Tensor]]
@@ -149,6 +150,7 @@ def test_weights_of_the_wrong_width_or_kind_are_refused(resnet_files: dict[str, 
         load_backbone_weights(resnet18(), resnet_files["resnet50"], "resnet18")
 
 
+@pytest.mark.slow
 def test_pspnet_and_linknet_load_their_pretrained_backbone(
     resnet_files: dict[str, Path], resnet_states: dict[str, dict[str, torch.Tensor]]
 ) -> None:

@@ -70,6 +70,7 @@ def test_decoder_unpools_exactly_like_max_unpool2d(size) -> None:
         assert torch.equal(model(x), _reference_forward(model, x))
 
 
+@pytest.mark.slow
 def test_onnx_export_has_no_maxunpool_and_matches() -> None:
     model = build("segnet", 4, base_channels=2).eval()
     with torch.no_grad():

@@ -86,6 +86,7 @@ def test_parameter_count(name) -> None:
     assert abs(count_params(model) / 1e6 - PAPER_M) / PAPER_M < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size"), [("unet", 188), ("unet_padded", 64)])
 def test_onnx_export_matches_torch(name, size) -> None:
     model = build(name, 2, base_channels=2).eval()
