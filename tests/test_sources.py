@@ -307,6 +307,7 @@ def test_reconnect_cap_is_at_most_five_seconds() -> None:
         Reconnect(initial_s=3, max_s=2)
 
 
+@pytest.mark.slow  # waits out a real watchdog period, ~4 s
 def test_watchdog_marks_a_silent_live_stream_down_and_a_late_frame_does_not_bring_it_up() -> None:
     # A live pattern sending one frame per 2 s is a camera stalling after every frame. The watchdog
     # runs on its own clock (no pipeline loop here) and the frame that comes late belongs to a

@@ -225,6 +225,7 @@ def _wait_and_kill(proc: subprocess.Popen[str], jsonl: Path, frames: int, sig: s
     return len(jsonl.read_text().splitlines())
 
 
+@pytest.mark.slow  # a child process per run, > 2 s each
 def test_sigkill_keeps_all_but_the_last_second(tmp_path: Path) -> None:
     # The default video output (no options): before fragmented MP4 this file decoded 0 frames.
     proc = _run(tmp_path, f'{{type: video, path: "{tmp_path}/{{stream}}.mp4"}}')
@@ -235,6 +236,7 @@ def test_sigkill_keeps_all_but_the_last_second(tmp_path: Path) -> None:
     assert written - FPS - 1 <= decoded <= written + 1, (written, decoded)
 
 
+@pytest.mark.slow  # a child process per run, > 2 s each
 def test_sigkill_with_segments_keeps_closed_segments_whole(tmp_path: Path) -> None:
     line = f'{{type: video, path: "{tmp_path}/{{stream}}-{{index}}.mp4", segment_s: 2}}'
     written = _wait_and_kill(_run(tmp_path, line), tmp_path / "stats.jsonl", 5 * FPS, signal.SIGKILL)
@@ -246,6 +248,7 @@ def test_sigkill_with_segments_keeps_closed_segments_whole(tmp_path: Path) -> No
     assert written - FPS - 1 <= decoded <= written + 1, (written, decoded)
 
 
+@pytest.mark.slow  # a child process per run, > 2 s each
 def test_sigterm_still_finalizes_a_whole_file(tmp_path: Path) -> None:
     proc = _run(tmp_path, f'{{type: video, path: "{tmp_path}/{{stream}}.mp4"}}')
     written = _wait_and_kill(proc, tmp_path / "stats.jsonl", 2 * FPS, signal.SIGTERM)

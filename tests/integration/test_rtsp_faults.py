@@ -24,7 +24,7 @@ from tests.support.throttle import ThrottledProxy
 
 from .conftest import RunningPipeline, wait_for
 
-pytestmark = [pytest.mark.rtsp]
+pytestmark = [pytest.mark.rtsp, pytest.mark.slow]
 
 BACK_WITHIN_S = 10.0  # issue 9, item 9: back within 10 s of the server's return
 WATCHDOG_S = 2.0
