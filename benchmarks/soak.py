@@ -38,16 +38,24 @@ def log(msg: str) -> None:
     print(f"[soak] {msg}", file=sys.stderr, flush=True)
 
 
-def sample() -> tuple[float, int, int]:
-    """(RSS MiB, open fds, OS threads) of this process, from /proc."""
-    rss_kb = threads = 0
+def sample() -> tuple[float, float, int, int]:
+    """(RSS MiB, anonymous RSS MiB, open fds, OS threads) of this process, from /proc.
+
+    Anonymous RSS is what a leak grows; the whole RSS also counts mapped library and model pages,
+    which the kernel drops and reloads under memory pressure from other processes.
+    """
+    fields: dict[str, str] = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                rss_kb = int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
-    return rss_kb / 1024, len(os.listdir("/proc/self/fd")), threads
+            key, _, value = line.partition(":")
+            fields[key] = value.split()[0] if value.split() else "0"
+    mib = 1 / 1024
+    return (
+        int(fields["VmRSS"]) * mib,
+        int(fields["RssAnon"]) * mib,
+        len(os.listdir("/proc/self/fd")),
+        int(fields["Threads"]),
+    )
 
 
 def slope_per_minute(ts: list[float], ys: list[float]) -> float:
@@ -113,7 +121,7 @@ def main() -> int:
         end = t0 + args.minutes * 60
         next_outage = t0 + args.outage_every if server and args.outage_every > 0 else float("inf")
         ts: list[float] = []
-        rows: list[tuple[float, int, int]] = []
+        rows: list[tuple[float, float, int, int]] = []
         while (now := time.monotonic()) < end and runner.is_alive():
             if now >= next_outage and server is not None:
                 server.kill()
@@ -122,8 +130,8 @@ def main() -> int:
                 next_outage += args.outage_every
             ts.append(now - t0)
             rows.append(sample())
-            rss, fds, threads = rows[-1]
-            log(f"t={ts[-1]:6.0f}s rss={rss:7.1f} MiB fds={fds} threads={threads}")
+            rss, anon, fds, threads = rows[-1]
+            log(f"t={ts[-1]:6.0f}s rss={rss:7.1f} MiB anon={anon:7.1f} MiB fds={fds} threads={threads}")
             time.sleep(max(0.0, min(args.every, end - time.monotonic())))
         processed = {
             s: pipeline.metrics.registry.get_sample_value("streamseg_frames_processed_total", {"stream": s})
@@ -136,9 +144,9 @@ def main() -> int:
     print(f"command: {shlex.join(['python', *sys.argv])}")
     print(f"frames processed: {processed}")
     print(f"slopes over t >= {args.warmup:g} s ({len(keep)} samples):")
-    for j, (name, unit) in enumerate([("rss", "MiB"), ("fds", "fds"), ("threads", "threads")]):
+    for j, (name, unit) in enumerate([("rss", "MiB"), ("rss_anon", "MiB"), ("fds", "fds"), ("threads", "threads")]):
         ys = [float(rows[i][j]) for i in keep]
-        print(f"  {name:8s} {slope_per_minute(kt, ys):+8.3f} {unit}/min  (first {ys[0]:g}, last {ys[-1]:g})")
+        print(f"  {name:8s} {slope_per_minute(kt, ys):+8.3f} {unit}/min  (first {ys[0]:.1f}, last {ys[-1]:.1f})")
     return 0
 
 
