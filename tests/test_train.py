@@ -129,6 +129,7 @@ def test_training_and_serving_prepare_an_image_alike(tmp_path: Path) -> None:
     np.testing.assert_allclose(serve_x[0], expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_sgd_and_class_weights(frames: Path, tmp_path: Path) -> None:
     train(_cfg(frames, tmp_path, optimizer="sgd", lr=0.01, class_weights=[0.2, 1.0, 1.0]))
     with pytest.raises(ConfigError, match="2 weights for 3 classes"):

@@ -47,6 +47,7 @@ def test_logits_at_the_input_size(height: int, width: int) -> None:
     assert out.shape == (1, 12, height, width)
 
 
+@pytest.mark.slow
 def test_training_forward_and_backward() -> None:
     model = enet(4).train()
     out = model(torch.randn(2, 3, 64, 96))

@@ -28,7 +28,7 @@ def test_parameter_count_is_the_papers(capsys: pytest.CaptureFixture[str]) -> No
     assert abs(n / PAPER_PARAMS - 1) < 0.01
 
 
-@pytest.mark.parametrize(("height", "width"), [(360, 640), (97, 131), (32, 32)])
+@pytest.mark.parametrize(("height", "width"), [pytest.param(360, 640, marks=pytest.mark.slow), (97, 131), (32, 32)])
 def test_logits_at_the_input_size(height: int, width: int) -> None:
     """360 does not divide by 32 (360 -> 180 -> 90 -> 45 -> 23 -> 12): the decoder follows the encoder's sizes."""
     with torch.no_grad():
@@ -36,6 +36,7 @@ def test_logits_at_the_input_size(height: int, width: int) -> None:
     assert out.shape == (1, 12, height, width)
 
 
+@pytest.mark.slow
 def test_training_forward_and_backward() -> None:
     model = linknet(3).train()
     out = model(torch.randn(2, 3, 64, 96))

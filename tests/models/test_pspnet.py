@@ -38,6 +38,7 @@ def test_parameter_count_of_the_paper_configuration(capsys: pytest.CaptureFixtur
         )
 
 
+@pytest.mark.slow
 def test_training_returns_main_and_aux_eval_returns_main() -> None:
     model = pspnet(5, width=8)
     x = torch.randn(2, 3, 65, 65)  # two samples: batch norm after the 1x1 bin needs more than one value
