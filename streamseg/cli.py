@@ -199,7 +199,19 @@ def _size(text: str, what: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"usage: {what} must look like 256x448, got '{text}'") from None
+    if not (16 <= h <= 8192 and 16 <= w <= 8192):
+        raise ConfigError(f"usage: {what} sides must be 16..8192 pixels, got '{text}'")
     return h, w
+
+
+def _within(flag: str, value: float, low: float, high: float) -> None:
+    """A numeric flag within what the code can use (nan and inf fail the comparison too)."""
+    if not low <= value <= high:
+
+        def text(v: float) -> str:
+            return f"{v:g}" if isinstance(v, float) else str(v)
+
+        raise ConfigError(f"usage: {flag} must be between {text(low)} and {text(high)}, got {text(value)}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -220,6 +232,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("usage: --scale and --class-weights take comma-separated numbers") from None
     if len(scale) != 2:
         raise ConfigError("usage: --scale takes two numbers, e.g. 0.75,1.25")
+    if not 0 < scale[0] <= scale[1] <= 10:
+        raise ConfigError(f"usage: --scale takes low,high with 0 < low <= high <= 10, got '{args.scale}'")
+    if weights is not None and not all(0 <= w < float("inf") for w in weights):
+        raise ConfigError(f"usage: --class-weights must be finite and >= 0, got '{args.class_weights}'")
+    _within("--epochs", args.epochs, 1, 100_000)
+    _within("--batch-size", args.batch_size, 1, 1024)
+    _within("--lr", args.lr, 1e-9, 10)
+    _within("--weight-decay", args.weight_decay, 0, 1)
+    _within("--seed", args.seed, 0, 2**32 - 1)
     cfg = TrainConfig(
         network=args.network,
         data=args.data,
@@ -290,6 +311,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from .config import CalibrationConfig, TensorRTConfig
     from .contract import load_model
 
+    _within("--max-batch", args.max_batch, 1, 64)  # batch.max_batch's bounds
     try:
         settings = TensorRTConfig(
             precision=args.precision,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import sha256_file
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 from .models import network_info
 from .models._torch import Tensor, nn, torch
 from .models.checkpoint import load_network, sidecar_dict
@@ -43,16 +43,21 @@ class ParityReport:
 
 def _export(module: nn.Module, path: Path, height: int, width: int, output: str, opset: int) -> None:
     dummy = torch.zeros(1, 3, height, width)
-    torch.onnx.export(
-        module,
-        (dummy,),
-        str(path),
-        input_names=["input"],
-        output_names=[output],
-        dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    try:
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(path),
+            input_names=["input"],
+            output_names=[output],
+            dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    except RuntimeError as e:  # which opsets this torch writes is torch's to say
+        if "opset" not in str(e):
+            raise
+        raise ConfigError(f"usage: --opset {opset}: {str(e).splitlines()[0]}") from None
 
 
 def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:

@@ -188,6 +188,57 @@ ROWS: list[Row] = [
         2,
         "argument --log-format: invalid choice: 'xml'",
     ),
+    Row(
+        "train epochs 0", ["train", "enet", "--data", "d", "--out", "o", "--epochs", "0"], 2, "usage: --epochs must be"
+    ),
+    Row("train batch 0", ["train", "enet", "--data", "d", "--out", "o", "--batch-size", "0"], 2, "usage: --batch-size"),
+    Row(
+        "train lr nan", ["train", "enet", "--data", "d", "--out", "o", "--lr", "nan"], 2, "usage: --lr must be between"
+    ),
+    Row("train lr negative", ["train", "enet", "--data", "d", "--out", "o", "--lr", "-1"], 2, "usage: --lr must be"),
+    Row(
+        "train size 0x0",
+        ["train", "enet", "--data", "d", "--out", "o", "--size", "0x0"],
+        2,
+        "usage: --size sides must be",
+    ),
+    Row(
+        "train size huge", ["train", "enet", "--data", "d", "--out", "o", "--size", "99999x99999"], 2, "16..8192 pixels"
+    ),
+    Row(
+        "train size text", ["train", "enet", "--data", "d", "--out", "o", "--size", "big"], 2, "must look like 256x448"
+    ),
+    Row(
+        "train scale reversed",
+        ["train", "enet", "--data", "d", "--out", "o", "--scale", "2,1"],
+        2,
+        "usage: --scale takes",
+    ),
+    Row("train seed -1", ["train", "enet", "--data", "d", "--out", "o", "--seed", "-1"], 2, "between 0 and 4294967295"),
+    Row(
+        "train weight decay inf",
+        ["train", "enet", "--data", "d", "--out", "o", "--weight-decay", "inf"],
+        2,
+        "--weight-decay",
+    ),
+    Row(
+        "train class weight nan",
+        ["train", "enet", "--data", "d", "--out", "o", "--class-weights", "1,nan"],
+        2,
+        "finite",
+    ),
+    Row(
+        "train option without =",
+        ["train", "enet", "--data", "d", "--out", "o", "--option", "x"],
+        2,
+        "expects KEY=VALUE",
+    ),
+    Row(
+        "build-engine max-batch 0",
+        ["build-engine", "selfie_landscape", "--max-batch", "0"],
+        2,
+        "usage: --max-batch must",
+    ),
     Row("train without data", ["train", "enet"], 2, "usage: the following arguments are required: --data, --out"),
     Row("export without checkpoint", ["export"], 2, "usage: the following arguments are required: checkpoint"),
     Row(
