@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import __version__
-from .errors import BackendError, ConfigError, StreamsegError
+from .errors import BackendError, ConfigError, OutputError, StreamsegError
 from .logs import setup as setup_logging
 from .uri import help_text
 
@@ -272,10 +272,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from .contract import load_model
     from .evaluate import evaluate_backend
 
+    if args.json:  # before the evaluation, not after it: a long run must not end in "cannot write"
+        out = Path(args.json)
+        if out.is_dir() or not out.parent.resolve().is_dir():
+            raise ConfigError(f"usage: --json {args.json}: not a file in an existing folder")
     result = evaluate_backend(args.model, args.data, args.split, args.backend, args.device)
     names = load_model(args.model).contract.class_names
     print(f"pixel accuracy         {result.pixel_accuracy:.4f}")
@@ -285,8 +290,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for name, iu in zip(names, result.per_class_iu, strict=True):
         print(f"  IU {name:<20}{'-' if iu != iu else f'{iu:.4f}'}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result.as_dict(names), f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result.as_dict(names), f, indent=2)
+        except OSError as e:
+            raise OutputError(f"--json {args.json}: cannot write: {e.strerror}") from None
     return 0
 
 

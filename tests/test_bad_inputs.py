@@ -77,6 +77,17 @@ def _bundled_copy(root: Path, change: Callable[[dict[str, Any]], None] | None = 
     sidecar.rename(folder / "model.json")
 
 
+def _dataset(root: Path, classes: str = "background\nperson\n") -> None:
+    """A one-image dataset in the folder layout (images/ + masks/ + class_names.txt) at root/ds."""
+    import cv2
+
+    for sub in ("images", "masks"):
+        (root / "ds" / sub).mkdir(parents=True)
+    cv2.imwrite(str(root / "ds" / "images" / "a.png"), np.zeros((32, 48, 3), np.uint8))
+    cv2.imwrite(str(root / "ds" / "masks" / "a.png"), np.zeros((32, 48), np.uint8))
+    (root / "ds" / "class_names.txt").write_text(classes)
+
+
 def _classes(n: int) -> Callable[[dict[str, Any]], None]:
     def change(doc: dict[str, Any]) -> None:
         doc["classes"] = [{"name": f"k{i}", "color": [i, i, i]} for i in range(n)]
@@ -232,6 +243,28 @@ ROWS: list[Row] = [
         ["train", "enet", "--data", "d", "--out", "o", "--option", "x"],
         2,
         "expects KEY=VALUE",
+    ),
+    Row("eval data missing", ["eval", "selfie_landscape", "--data", "nodata"], 2, "dataset nodata: no such folder"),
+    Row(
+        "eval classes differ",
+        ["eval", "selfie_landscape", "--data", "ds"],
+        2,
+        "dataset ds: classes ['background', 'sky'] differ from the model's ['background', 'person']",
+        setup=lambda r: _dataset(r, "background\nsky\n"),
+    ),
+    Row(
+        "eval json is a folder",
+        ["eval", "selfie_landscape", "--data", "ds", "--json", "ds"],
+        2,
+        "usage: --json ds: not a file in an existing folder",
+        setup=_dataset,
+    ),
+    Row(
+        "eval json on a full disk",
+        ["eval", "selfie_landscape", "--data", "ds", "--json", "/dev/full"],
+        1,
+        "--json /dev/full: cannot write: No space left on device",
+        setup=_dataset,
     ),
     Row(
         "build-engine max-batch 0",
