@@ -339,11 +339,12 @@ http: {{enabled: false}}
 
 
 @pytest.mark.parametrize("kind", ["video", "jsonl"])
+@pytest.mark.parametrize("below", ["", "deeper/"], ids=["parent", "grandparent"])
 def test_outputs_under_a_regular_file_fail_the_run_and_say_why(
-    kind: str, fake_backend: LoadedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str, below: str, fake_backend: LoadedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "taken").write_text("a file where a folder should be")
-    target = tmp_path / "taken" / ("{stream}.mp4" if kind == "video" else "stats.jsonl")
+    target = tmp_path / "taken" / below / ("{stream}.mp4" if kind == "video" else "stats.jsonl")
     path = tmp_path / "p.yaml"
     path.write_text(f"""
 sources: [{{name: a, uri: "{SYN.format(n=3)}"}}]
@@ -354,4 +355,4 @@ http: {{enabled: false}}
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"parent {tmp_path / 'taken'} is a file, not a folder" in err
-    assert "File exists" not in err and "Traceback" not in err
+    assert "File exists" not in err and "Not a directory" not in err and "Traceback" not in err
