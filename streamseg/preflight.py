@@ -1,7 +1,7 @@
 """What ``streamseg validate`` checks beyond the schema, so that its verdict is ``run``'s start-up
 verdict: the model contract against its graph (opened with the backend ``run`` would use, or with
 ONNX Runtime where that backend would build a TensorRT engine), each file, camera and synthetic
-source opened (never decoded through), and each file output's folder. Network sources are not
+source opened (a file's first frame decoded), and each file output's folder. Network sources are not
 contacted and ports not bound: a check that passes here can still meet a port taken at run time.
 """
 
@@ -97,7 +97,12 @@ def check_source(source: SourceConfig, index: int, file: str) -> None:
         from .media import VideoInput, describe_error
 
         try:
-            VideoInput(str(path)).close()
+            # The first frame too: some demuxers (an image "video") open anything and fail on decode.
+            video = VideoInput(str(path))
+            try:
+                next(iter(video.frames()), None)
+            finally:
+                video.close()
         except Exception as e:  # FFmpeg raises many types for unreadable input
             raise fail("uri", f"cannot open {redact(source.uri)}: {describe_error(e)}") from None
     elif uri.kind == "camera" and uri.target.startswith("/") and not Path(uri.target).exists():

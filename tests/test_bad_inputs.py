@@ -58,8 +58,22 @@ def _tiny_mp4(path: Path, frames: int = 10) -> None:
         stream = out.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(frames):
-            img = np.full((48, 64, 3), 20 * i, np.uint8)
+            img = np.full((48, 64, 3), 20 * i % 256, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=8000)
+        for _ in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
@@ -576,6 +590,18 @@ ROWS: list[Row] = [
         "sources.1.uri: cannot open cut.mp4",
         setup=lambda r: (_tiny_mp4(r / "whole.mp4"), (r / "cut.mp4").write_bytes((r / "whole.mp4").read_bytes()[:600])),
     ),
+    V(
+        "source audio only",
+        cfg(sources=with_good("sound.mp4")),
+        "sources.1.uri: cannot open sound.mp4: no video stream in the input",
+        setup=lambda r: _audio_only(r / "sound.mp4"),
+    ),
+    V(
+        "source text named .png",
+        cfg(sources=with_good("note.png")),
+        "sources.1.uri: cannot open note.png: Invalid data found when processing input",
+        files={"note.png": "hello"},
+    ),
     V("camera missing", cfg(sources=with_good("/dev/video99")), "sources.1.uri: no such camera device: /dev/video99"),
     V(
         "synthetic bad width",
@@ -657,6 +683,20 @@ ROWS: list[Row] = [
             sources=GOOD_SOURCE + "  - {name: bad, uri: '99', timeouts: {open_s: 1}, reconnect: {max_attempts: 0}}\n",
         ),
         "stream 'bad' (99): gave up after 1 failure(s) in a row; last: 99: cannot open camera",
+        check=good_stream_whole,
+    ),
+    R(
+        "run: audio only",
+        cfg(JSONL, sources=with_good("sound.mp4")),
+        "stream 'bad' (sound.mp4): no video stream in the input",
+        setup=lambda r: _audio_only(r / "sound.mp4"),
+        check=good_stream_whole,
+    ),
+    R(
+        "run: text named .png",
+        cfg(JSONL, sources=with_good("note.png")),
+        "stream 'bad' (note.png): Invalid data found when processing input",
+        files={"note.png": "hello"},
         check=good_stream_whole,
     ),
     R(
