@@ -867,3 +867,22 @@ def test_a_port_output_that_cannot_open_leaves_file_outputs_alone(
     with pytest.raises(OutputError, match="cannot listen"):
         build_sinks(outputs, ["a", "b"], lambda _: 25.0, Metrics(), None)
     previous_stats_kept(in_tmp)
+
+
+def test_no_assert_guards_user_input(in_tmp: Path) -> None:
+    """A live output built without the HTTP server, and an engine key asked of a model without an
+    ONNX file, are one-line errors (they were bare asserts, which `python -O` removes)."""
+    import dataclasses
+
+    from streamseg.backends.tensorrt import TensorRTBackend
+    from streamseg.config import parse_config
+    from streamseg.errors import ConfigError, ModelError
+    from streamseg.metrics import Metrics
+    from streamseg.outputs import build_sinks
+
+    outputs = list(parse_config(cfg("outputs:\n  - {type: live}\n", http="true"), "p.yaml").outputs)
+    with pytest.raises(ConfigError, match=r"^a live output needs http.enabled: true$"):
+        build_sinks(outputs, ["a"], lambda _: None, Metrics(), None)
+    model = dataclasses.replace(load_model("selfie_landscape"), onnx_path=None)
+    with pytest.raises(ModelError, match=r": onnx: TensorRT builds engines from an ONNX file; there is none$"):
+        TensorRTBackend(model, "cuda").engine_key("GPU", "9.0", "10.0")
