@@ -451,7 +451,8 @@ class Source:
                     continue
                 next_pts = max(next_pts + min_gap, pts)
             if self.cfg.realtime and self.uri.kind in ("file", "synthetic"):  # a live synthetic stream paces too
-                wait = started + pts - time.monotonic()
+                # pace from this connection's start: pts carries the earlier connections' time too
+                wait = started + (pts - resume) - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return got
             frame = Frame(self.name, index, float(pts), time.monotonic(), time.time(), image)

@@ -129,6 +129,24 @@ def test_realtime_synthetic_is_paced() -> None:
     assert time.monotonic() - started >= 0.09
 
 
+def test_realtime_synthetic_paces_each_reconnection_from_its_own_start() -> None:
+    # A 4-frame live clip at 10 fps reconnects after each end. pts keep rising across connections,
+    # so pacing against the overall pts from each connection's start made connection k wait k*0.4 s
+    # extra: 16 frames took ~4 s instead of ~1.6 s (+ back-offs of 0.05 s).
+    cfg = {
+        "name": "live",
+        "uri": "synthetic://?width=16&height=16&fps=10&frames=4",
+        "realtime": True,
+        "reconnect": {"initial_s": 0.05, "max_s": 0.05},
+    }
+    started = time.monotonic()
+    _, frames, _ = run_source(cfg, max_frames=16)
+    elapsed = time.monotonic() - started
+    assert [f.index for f in frames] == list(range(16))
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:], strict=False))
+    assert elapsed < 3.2, f"16 frames at 10 fps over 4 reconnections took {elapsed:.1f} s"
+
+
 def test_frame_queue_back_pressure_and_drop_oldest() -> None:
     image = np.zeros((2, 2, 3), np.uint8)
     dropped: list[int] = []
