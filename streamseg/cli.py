@@ -23,6 +23,12 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"usage: {message} (see 'streamseg --help')")
 
 
+_SHARD_HELP = (
+    "run only the streams whose name hashes to shard I of N (0-based; default: env STREAMSEG_SHARD, "
+    "else all); a shard without streams stays up serving /metrics and /healthz"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="streamseg",
@@ -51,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="log a status line (per stream fps, drops, latency) every S seconds; 0: never (default 10)",
     )
+    run.add_argument("--shard", metavar="I/N", help=_SHARD_HELP)
     val = sub.add_parser("validate", help="check a pipeline file without running it")
     val.add_argument("file", help="pipeline YAML")
+    val.add_argument("--shard", metavar="I/N", help="also list the streams shard I of N keeps (env STREAMSEG_SHARD)")
     models = sub.add_parser("models", help="list bundled models and their contracts, and the zoo")
     models.add_argument("--params", action="store_true", help="count zoo parameters (needs torch)")
     tr = sub.add_parser("train", help="train a zoo network on a segmentation dataset (needs torch)")
@@ -117,18 +125,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from .config import load_config
     from .pipeline import Pipeline
     from .progress import follow
+    from .shard import resolve_shard
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("usage: --max-frames must be >= 1")
     if args.duration is not None and not 0 < args.duration < 1e9:  # nan and inf included
         raise ConfigError("usage: --duration must be a number of seconds > 0")
+    shard = resolve_shard(args.shard, os.environ)
     cfg = load_config(args.file)
     if not 0 <= args.status_interval <= 86400:  # nan and inf included: a timer cannot wait forever
         raise ConfigError("usage: --status-interval must be >= 0 (seconds, at most a day)")
-    pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval)
+    pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval, shard)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s received: stopping, finalizing outputs", signal.Signals(signum).name)
@@ -151,10 +163,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import os
+
     from .config import load_config
     from .contract import load_model
     from .preflight import check_pipeline
+    from .shard import resolve_shard
 
+    shard = resolve_shard(args.shard, os.environ)  # a bad --shard is a usage error before the file is read
     cfg = load_config(args.file)
     checked_with = check_pipeline(cfg, args.file)  # what run checks at start-up: model vs graph, file sources
     model = load_model(cfg.model.path)
@@ -162,6 +178,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.file}: ok ({len(cfg.sources)} source(s), model {model.contract.name} checked with {checked_with}, "
         f"{len(cfg.outputs)} output(s))"
     )
+    if shard.sharded:
+        mine = shard.select(s.name for s in cfg.sources)
+        print(f"shard {shard}: {len(mine)} of {len(cfg.sources)} stream(s): {', '.join(mine) or 'none'}")
     return 0
 
 

@@ -66,8 +66,8 @@ class Metrics:
         )
         self.build_info = Gauge(
             "streamseg_build_info",
-            "Version, backend, model, device, execution provider and precision of this pipeline (value 1)",
-            ["version", "backend", "model", "device", "provider", "precision"],
+            "Version, backend, model, device, execution provider, precision and shard (I/N) of this pipeline (value 1)",
+            ["version", "backend", "model", "device", "provider", "precision", "shard"],
             registry=r,
         )
         self.read_errors = Counter(

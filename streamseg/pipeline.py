@@ -33,6 +33,7 @@ from .postprocess import Smoother, area_ratios, to_class_maps
 from .preflight import check_overlay
 from .preprocess import preprocess
 from .server import HttpServer, LiveHub
+from .shard import ALL, Shard
 from .sources import Source
 from .status import StreamStatus, StreamTracker, format_line
 
@@ -145,8 +146,10 @@ class Pipeline:
         max_frames: int | None = None,
         duration: float | None = None,
         status_interval: float = 0.0,
+        shard: Shard = ALL,
     ) -> None:
         self.cfg = cfg
+        self.shard = shard  # which of cfg.sources this replica runs (--shard I/N); ALL: every one
         self.max_frames = max_frames
         self.duration = duration
         self.status_interval = status_interval  # seconds between status lines on the log; 0: none
@@ -185,9 +188,15 @@ class Pipeline:
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
             rt = backend.runtime
-            m.build_info.labels(__version__, backend.name, c.name, rt.device, rt.provider, rt.precision).set(1)
+            info = (__version__, backend.name, c.name, rt.device, rt.provider, rt.precision, str(self.shard))
+            m.build_info.labels(*info).set(1)
             batcher = Batcher([], cfg.batch.max_batch, cfg.batch.max_wait_ms)
-            sources = [Source(s, m, batcher.notify, self.max_frames) for s in cfg.sources]
+            # Sharding picks this replica's streams here, before any of them is opened.
+            mine = [s for s in cfg.sources if self.shard.owns(s.name)]
+            if self.shard.sharded:
+                names = ", ".join(s.name for s in mine) or "none (idle: serving /metrics and /healthz)"
+                log.info("shard %s: %d of %d stream(s): %s", self.shard, len(mine), len(cfg.sources), names)
+            sources = [Source(s, m, batcher.notify, self.max_frames) for s in mine]
             batcher.sources = sources
             by_name = {s.name: s for s in sources}
             for s in sources:
@@ -279,8 +288,10 @@ class Pipeline:
             wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, deadline - now)
             batch: Batch | None = batcher.next_batch(self.stop_event, timeout=wait)
             if batch is None:
-                if all(s.finished.is_set() for s in sources):
+                if sources and all(s.finished.is_set() for s in sources):
                     break
+                if not sources:  # an empty shard idles until stopped (a StatefulSet must not crash-loop)
+                    self.stop_event.wait(wait)
                 continue
             m.batch_size.observe(len(batch))
 
@@ -338,7 +349,7 @@ class Pipeline:
         ok = (
             self.ready.is_set()
             and not self.stop_event.is_set()
-            and any(v in ("up", "finished") for v in streams.values())
+            and (not streams or any(v in ("up", "finished") for v in streams.values()))  # an empty shard is healthy
         )
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
 
