@@ -130,21 +130,21 @@ def test_realtime_synthetic_is_paced() -> None:
 
 
 def test_realtime_synthetic_paces_each_reconnection_from_its_own_start() -> None:
-    # A 4-frame live clip at 10 fps reconnects after each end. pts keep rising across connections,
-    # so pacing against the overall pts from each connection's start made connection k wait k*0.4 s
-    # extra: 16 frames took ~4 s instead of ~1.6 s (+ back-offs of 0.05 s).
+    # A 2-frame live clip at 4 fps reconnects after each end. pts keep rising across connections;
+    # pacing connection k against the overall pts from its own start made its first frame wait
+    # k * 0.5 s extra. Compare the gap across each reconnection with the gap inside a connection.
     cfg = {
         "name": "live",
-        "uri": "synthetic://?width=16&height=16&fps=10&frames=4",
+        "uri": "synthetic://?width=16&height=16&fps=4&frames=2",
         "realtime": True,
         "reconnect": {"initial_s": 0.05, "max_s": 0.05},
     }
-    started = time.monotonic()
-    _, frames, _ = run_source(cfg, max_frames=16)
-    elapsed = time.monotonic() - started
-    assert [f.index for f in frames] == list(range(16))
-    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:], strict=False))
-    assert elapsed < 3.2, f"16 frames at 10 fps over 4 reconnections took {elapsed:.1f} s"
+    _, frames, _ = run_source(cfg, max_frames=10)
+    assert [f.index for f in frames] == list(range(10))
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(frames))
+    across = sorted(frames[i].capture_time - frames[i - 1].capture_time for i in (2, 4, 6, 8))
+    # expected ~0.3 s each (one frame period + the back-off); the old pacing gave 0.8, 1.3, 1.8, 2.3 s
+    assert (across[1] + across[2]) / 2 < 0.6, f"gaps across reconnections: {across}"
 
 
 def test_frame_queue_back_pressure_and_drop_oldest() -> None:
