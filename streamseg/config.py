@@ -337,6 +337,14 @@ class PipelineConfig(_Strict):
                 unknown = sorted(set(o.streams) - names)
                 if unknown:
                     raise ValueError(f"output {i} ({o.type}) names unknown streams: {', '.join(unknown)}")
+            # Streams sharing one video path would overwrite each other's file, and with retention
+            # one stream's pruning would delete the file another is still writing.
+            if isinstance(o, VideoOutput | SnapshotOutput) and "{stream}" not in o.path:
+                reach = o.streams if isinstance(o, VideoOutput) and o.streams else sorted(names)
+                if len(reach) > 1:
+                    raise ValueError(
+                        f"output {i} ({o.type}): path needs {{stream}} when {len(reach)} streams write to it"
+                    )
         return outputs
 
     @field_validator("http")

@@ -94,6 +94,22 @@ BAD = [
         "http",
         "needs http.enabled: true",
     ),
+    (
+        "two streams into one video path",
+        GOOD.replace("sources:\n", "sources:\n  - {name: b, uri: 'synthetic://'}\n", 1)
+        + "outputs:\n  - type: video\n    path: out/rec.mp4\n",
+        8,
+        "outputs",
+        "output 0 (video): path needs {stream} when 2 streams write to it",
+    ),
+    (
+        "two streams into one snapshot folder",
+        GOOD.replace("sources:\n", "sources:\n  - {name: b, uri: 'synthetic://'}\n", 1)
+        + "outputs:\n  - type: snapshot\n    path: out/snaps\n",
+        8,
+        "outputs",
+        "output 0 (snapshot): path needs {stream}",
+    ),
     ("unknown source scheme", GOOD.replace("synthetic://", "foo://x"), 3, "sources.0.uri", "unknown scheme 'foo'"),
     ("unknown backend", GOOD + "  backend: tensorflow\n", 6, "model.backend", "'auto', 'onnxruntime'"),
 ]

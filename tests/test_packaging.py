@@ -131,3 +131,43 @@ def test_eval_without_the_train_extra_is_one_line_naming_it(installed: Installed
         "pip install 'streamseg[train]'"
     )
     assert "Traceback" not in r.stderr
+
+
+def test_run_on_the_users_own_file(installed: Installed) -> None:
+    clip = ROOT / "samples" / "bikes.mp4"
+    if not clip.exists():
+        pytest.skip("samples/bikes.mp4 is missing (make samples)")
+    (installed.work / "my clip.mp4").write_bytes(clip.read_bytes())
+    r = installed.run("streamseg", "init", "--uri", "my clip.mp4", "own.yaml")
+    assert r.returncode == 0, r.stderr
+    own = installed.work / "own.yaml"
+    own.write_text(own.read_text().replace("port: 8080 ", "port: 0    ").replace("out/", "own-out/"))
+    r = installed.run("streamseg", "run", "own.yaml", "--max-frames", "20")
+    assert r.returncode == 0, r.stderr
+    lines = (installed.work / "own-out" / "stats.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    records = [json.loads(line) for line in lines]
+    assert [r["frame"] for r in records] == list(range(20))
+    assert len({r["stream"] for r in records}) == 1
+
+
+def test_a_phantom_class_is_refused_by_the_base_install(installed: Installed) -> None:
+    # The class-count check reads the graph with the onnx package: it must be part of the base install.
+    src = installed.venv.glob("lib/python*/site-packages/streamseg/bundled/selfie_landscape")
+    (folder,) = list(src)
+    own = installed.work / "phantom"
+    own.mkdir()
+    (own / "selfie_landscape.onnx").write_bytes((folder / "selfie_landscape.onnx").read_bytes())
+    sidecar = json.loads((folder / "selfie_landscape.json").read_text())
+    sidecar["classes"] = [*sidecar["classes"], {"name": "ghost", "color": [0, 255, 0]}]
+    (own / "phantom.json").write_text(json.dumps(sidecar))
+    pipeline = installed.work / "phantom.yaml"
+    pipeline.write_text(
+        "sources: [{name: a, uri: 'synthetic://?width=64&height=36&frames=2'}]\n"
+        "model: {path: phantom/phantom.json}\nhttp: {enabled: false}\n"
+    )
+    r = installed.run("streamseg", "validate", "phantom.yaml")
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("streamseg: error:")]
+    assert "phantom.json" in line and "classes" in line, line
+    assert "Traceback" not in r.stderr

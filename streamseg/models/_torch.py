@@ -6,7 +6,7 @@ from __future__ import annotations
 from .._deps import require
 
 # require() raises the one-line error without torch; the plain imports below keep mypy's types.
-require("torch", "train", "the model zoo, training and export")
+require("torch", "torch", "the model zoo, the torch backend, training and export")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812 - the conventional name

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ _INDEX_WIDTH = 6
 def format_start(wall_time: float) -> str:
     """``{start}`` for a wall-clock time: ``20260131T235959.123Z``."""
     ms = int(wall_time * 1000)
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y%m%dT%H%M%S") + f".{ms % 1000:03d}Z"
+    # timezone.utc, not datetime.UTC: that is Python 3.11+, and JetPack 6 ships 3.10
+    return datetime.fromtimestamp(ms // 1000, timezone.utc).strftime("%Y%m%dT%H%M%S") + f".{ms % 1000:03d}Z"
 
 
 class FileNames:
