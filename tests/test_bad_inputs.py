@@ -749,13 +749,13 @@ ROWS: list[Row] = [
     R(
         "video under a regular file",
         cfg("outputs:\n  - {type: video, path: 'f/{stream}.mp4'}\n"),
-        "video output",
+        "video output f/good.mp4: cannot open: parent f is a file, not a folder",
         files={"f": "a file"},
     ),
     R(
         "snapshot under a regular file",
         cfg("outputs:\n  - {type: snapshot, path: 'f/{stream}', every: 1}\n"),
-        "snapshot output",
+        "parent f is a file, not a folder",
         files={"f": "a file"},
     ),
     R(

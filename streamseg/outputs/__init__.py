@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, RtspOutput, SnapshotOutput, VideoOutput
@@ -9,6 +10,8 @@ from ..errors import ConfigError
 from ..metrics import Metrics
 from ..server import LiveHub
 from .base import Sink
+
+log = logging.getLogger(__name__)
 
 
 def build_sinks(
@@ -55,8 +58,11 @@ def build_sinks(
         for i in order:
             built[i] = build(outputs[i])
     except BaseException:
-        for s in built.values():
-            s.close()
+        for s in built.values():  # each in isolation: the error that stopped the start is the one to report
+            try:
+                s.close()
+            except Exception as e:
+                log.error("%s: close after a failed start: %s", s.describe(), e)
         raise
     return [built[i] for i in range(len(outputs))]
 
