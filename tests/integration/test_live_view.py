@@ -6,8 +6,10 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.parse
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +158,30 @@ def test_page_says_when_the_server_is_unreachable(run_pipeline, tmp_path: Path) 
     rp = run_pipeline(LIVE_PIPELINE)
     status, html, _ = http_get(rp.url)
     assert status == 200
-    rp.stop()  # the page outlives its server: polls fail, the cards say so
-    (tmp_path / "live.html").write_bytes(html)
-    result = _chromium(tmp_path, (tmp_path / "live.html").as_uri(), "--dump-dom")
+    rp.stop()
+    # The page as served, from an http origin whose pipeline is gone (a proxy answers 502 for it):
+    # its polls fail there, and the cards must say so. (A file:// page could never poll at all.)
+
+    class Gone(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path in ("/", "/index.html")
+            body = html if ok else b"bad gateway\n"
+            self.send_response(200 if ok else 502)
+            self.send_header("Content-Type", "text/html; charset=utf-8" if ok else "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Gone)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    try:
+        result = _chromium(tmp_path, f"http://127.0.0.1:{origin.server_address[1]}/", "--dump-dom")
+    finally:
+        origin.shutdown()
+        origin.server_close()
     page = _Cards()
     page.feed(result.stdout)
     assert page.body.get("data-conn") == "unreachable", result.stdout[:3000]
