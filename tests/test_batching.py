@@ -186,13 +186,20 @@ def test_timeout_returns_none_while_no_stream_sends(monkeypatch: pytest.MonkeyPa
     assert not sources[0].finished.is_set()
 
 
-def test_timeout_never_cuts_a_started_batch_short() -> None:
-    # Once a frame is taken, the batch closes by max_wait_ms, not by the caller's timeout.
-    batcher, sources = make({"one": 1, "idle": None}, max_batch=4, max_wait_ms=200)
+def test_timeout_never_cuts_a_started_batch_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once a frame is taken, the batch closes by max_wait_ms, not by the caller's (shorter) timeout.
+    max_wait = 0.2
+    batcher, sources = make({"one": 1, "idle": None}, max_batch=4, max_wait_ms=max_wait * 1000)
     sources[0].start()
     assert sources[0].finished.wait(TIMEOUT_S)
+    captured = sources[0].queue.peek_time()
+    assert captured is not None
+    clock = FakeClock(captured)
+    clock.install(monkeypatch, batcher)
     batch = batcher.next_batch(threading.Event(), timeout=0.01)
     assert batch is not None and [(f.stream, f.index) for f in batch.frames] == [("one", 0)]
+    assert sum(clock.waits) == pytest.approx(max_wait)  # held to the frame's deadline, not released at 0.01
+    assert batch.formed_time == pytest.approx(captured + max_wait)
 
 
 def test_endless_sources_until_stop() -> None:
