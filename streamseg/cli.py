@@ -138,8 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("usage: --duration must be a number of seconds > 0")
     shard = resolve_shard(args.shard, os.environ)
     cfg = load_config(args.file)
-    if not 0 <= args.status_interval <= 86400:  # nan and inf included: a timer cannot wait forever
-        raise ConfigError("usage: --status-interval must be >= 0 (seconds, at most a day)")
+    # nan and inf included: a timer cannot wait forever; below 0.1 s the log would be all status lines
+    if not (args.status_interval == 0 or 0.1 <= args.status_interval <= 86400):
+        raise ConfigError("usage: --status-interval must be 0 (off) or 0.1 to 86400 seconds")
     pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval, shard)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
