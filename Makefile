@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo needs only the base install (ONNX Runtime on the CPU): no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test test-fast lint unit venv samples system-deps bench clean
+.PHONY: demo test test-fast lint unit venv samples system-deps bench clean triton-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The Triton test server's own environment (tests/integration/test_triton.py): Debian's Python with
+# nvidia-pytriton, whose tritonserver 2.51 Python backend returns empty outputs under numpy 2.
+TRITON_VENV := .venv-triton
+$(TRITON_VENV)/bin/python:
+	/usr/bin/python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime
+
+triton-venv: $(TRITON_VENV)/bin/python
 
 samples/bikes.mp4: | $(DEMO_STAMP)
 	$(BIN)/streamseg fetch-sample --out samples/bikes.mp4
@@ -50,7 +59,7 @@ unit: venv samples
 test-fast: venv samples
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test: system-deps venv samples lint unit
+test: system-deps venv triton-venv samples lint unit
 
 bench: venv samples
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md

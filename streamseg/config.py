@@ -154,10 +154,49 @@ class TorchConfig(_Strict):
     )
 
 
+class TritonConfig(_Strict):
+    """A Triton Inference Server that runs the model (``backend: triton``); never tried by ``auto``:
+    a remote server is an operator's explicit choice."""
+
+    url: str = Field(
+        "127.0.0.1:8001",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$",
+        description="host:port of the server (gRPC: 8001 by default, HTTP: 8000); no scheme, no credentials",
+    )
+    protocol: Literal["grpc", "http"] = Field("grpc", description="Triton's gRPC or HTTP/REST API")
+    model_name: str | None = Field(
+        None, min_length=1, description="model name in the server's repository; default: the sidecar's name"
+    )
+    model_version: int | None = Field(None, ge=1, description="model version; null = the server's version policy")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="start-up and reconnect probes (live, ready, metadata) give up after this long"
+    )
+    infer_timeout_s: float = Field(
+        10.0, gt=0, le=_HOUR, description="one batch's round trip fails after this long (its frames are dropped)"
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, le=60, description="after a failed batch, wait this long before trying the server again"
+    )
+    backoff_max_s: float = Field(
+        5.0, gt=0, le=60, description="back-off cap: a returning server is used again within this long"
+    )
+
+    @model_validator(mode="after")
+    def _initial_within_cap(self) -> TritonConfig:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s ({self.backoff_initial_s:g}) must not exceed backoff_max_s ({self.backoff_max_s:g})"
+            )
+        return self
+
+
 class ModelConfig(_Strict):
     path: str = Field(description="bundled model name or path to a sidecar (.json/.yaml) or .onnx")
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field(
-        "auto", description="engine to run the model; auto takes the first available of `prefer`"
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch", "triton"] = Field(
+        "auto",
+        description="engine to run the model; auto takes the first available of `prefer`; triton (a remote "
+        "server) is only used when named here",
     )
     prefer: list[BackendName] = Field(
         default_factory=lambda: list(_DEFAULT_ORDER),
@@ -168,6 +207,7 @@ class ModelConfig(_Strict):
     threads: int = Field(0, ge=0, le=1024, description="CPU inference threads; 0 = library default")
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT engine settings")
     torch: TorchConfig = Field(default_factory=TorchConfig, description="torch backend settings")
+    triton: TritonConfig = Field(default_factory=TritonConfig, description="Triton server settings (backend: triton)")
 
 
 class BatchConfig(_Strict):

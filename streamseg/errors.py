@@ -6,6 +6,8 @@
     ├── ConfigError                 bad YAML, unknown key, wrong value (exit code 2)
     ├── ModelError                  sidecar/graph mismatch, unreadable model (exit code 2)
     ├── BackendError                no usable backend, inference failure
+    │   └── TransientBackendError   a batch failed but the backend can recover (a remote server
+    │                               went away): the pipeline drops the batch and goes on
     ├── SourceError                 a stream cannot be opened or read
     ├── OutputError                 an output cannot be written
     └── MissingDependencyError      an optional extra is not installed
@@ -36,6 +38,17 @@ class ModelError(StreamsegError):
 
 class BackendError(StreamsegError):
     """No backend could run the model, or inference failed."""
+
+
+class TransientBackendError(BackendError):
+    """One batch could not be inferred, but the backend retries on its own (with back-off): the
+    pipeline counts the batch's frames as dropped (reason ``inference_error``) and keeps running.
+    ``repeat`` marks a batch failed without a new attempt during an outage already reported, which
+    the pipeline logs at debug level only (one line per attempt, not one per batch)."""
+
+    def __init__(self, message: str, repeat: bool = False) -> None:
+        super().__init__(message)
+        self.repeat = repeat
 
 
 class SourceError(StreamsegError):

@@ -113,7 +113,7 @@ class Metrics:
         self.stream_up.labels(stream).set(0)
         self.frame_latency.labels(stream)
         self.read_errors.labels(stream)
-        for reason in ("queue_full", "fps_cap"):
+        for reason in ("queue_full", "fps_cap", "inference_error"):
             self.frames_dropped.labels(stream, reason)
         for name in classes:
             self.class_area.labels(stream, name).set(0)

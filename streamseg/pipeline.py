@@ -23,7 +23,7 @@ from .backends.base import Backend
 from .batching import Batcher
 from .config import PipelineConfig
 from .contract import LoadedModel, load_model
-from .errors import OutputError
+from .errors import OutputError, TransientBackendError
 from .frames import Batch, SegResult
 from .media import describe_error
 from .metrics import Metrics
@@ -164,6 +164,7 @@ class Pipeline:
         self.backend_description = ""
         self._sources: list[Source] = []
         self._trackers: dict[str, StreamTracker] = {}
+        self._infer_dropped: dict[str, int] = {}  # frames of batches a backend failed to infer, per stream
 
     def stop(self) -> None:
         """Ask every stage to finish; safe from signal handlers and other threads."""
@@ -183,7 +184,7 @@ class Pipeline:
             cfg.model.device,
             cfg.model.threads,
             cfg.batch.max_batch,
-            {"tensorrt": cfg.model.tensorrt, "torch": cfg.model.torch},
+            {"tensorrt": cfg.model.tensorrt, "torch": cfg.model.torch, "triton": cfg.model.triton},
         )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
@@ -299,7 +300,11 @@ class Pipeline:
             images = [f.image for f in batch.frames]
             tensor = preprocess(images, c.input) if on_device is None else on_device.preprocess(images)
             t1 = time.perf_counter()
-            output = backend.infer(tensor)
+            try:
+                output = backend.infer(tensor)
+            except TransientBackendError as e:  # the backend recovers on its own (a remote server)
+                self._drop_batch(batch, e)
+                continue
             t2 = time.perf_counter()
             maps = to_class_maps(output, c)
             device_done = None if on_device is None else on_device.finish(backend.last_labels, c.num_classes)
@@ -318,6 +323,14 @@ class Pipeline:
             for r in results:  # blocks when a stream's outputs lag: back-pressure to the batcher
                 workers[r.frame.stream].queue.put(r)
 
+    def _drop_batch(self, batch: Batch, e: TransientBackendError) -> None:
+        """A batch the backend could not infer but will retry later: its frames are counted as
+        dropped (reason ``inference_error``) and its one-line error logged; the run goes on."""
+        for f in batch.frames:
+            self.metrics.frames_dropped.labels(f.stream, "inference_error").inc()
+            self._infer_dropped[f.stream] = self._infer_dropped.get(f.stream, 0) + 1
+        log.log(logging.DEBUG if e.repeat else logging.ERROR, "%s", e)
+
     def status(self) -> list[StreamStatus]:
         """Every stream now, in config order; empty before ``run()`` has opened the sources."""
         now = time.monotonic()
@@ -327,7 +340,8 @@ class Pipeline:
             error = _without_uri(s.error, s) if s.error else None
             state = _state(s)
             fps = fps if state == "up" else 0.0  # not a rate decaying from frames that stopped coming
-            out.append(StreamStatus(s.name, state, fps, frames, s.dropped, latency, ratios, error))
+            dropped = s.dropped + self._infer_dropped.get(s.name, 0)
+            out.append(StreamStatus(s.name, state, fps, frames, dropped, latency, ratios, error))
         return out
 
     def progress(self) -> tuple[int, int | None]:

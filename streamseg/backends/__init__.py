@@ -20,6 +20,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("streamseg.backends.onnxruntime", "OnnxRuntimeBackend"),
     "torch": ("streamseg.backends.torch", "TorchBackend"),
     "tensorrt": ("streamseg.backends.tensorrt", "TensorRTBackend"),
+    # Remote: only when `backend: triton` names it (never in `prefer`; a server needs its URL).
+    "triton": ("streamseg.backends.triton", "TritonBackend"),
 }
 
 
