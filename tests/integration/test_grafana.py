@@ -132,7 +132,11 @@ def test_provisioning_files(datasource: dict[str, Any]) -> None:
     assert datasource["access"] == "proxy"
     assert datasource["url"] == "http://prometheus:9090"  # the prometheus service of deploy/compose.yaml
     assert datasource["name"] and re.fullmatch(r"[\w-]{1,40}", datasource["uid"])
-    assert re.fullmatch(r"\d+s", datasource["jsonData"]["timeInterval"])
+    # Grafana's $__rate_interval is built on timeInterval: it must be Prometheus' scrape interval
+    for scrape_config in (ROOT / "deploy" / "prometheus.yml", ROOT / "deploy" / "compose" / "prometheus.yml"):
+        if scrape_config.exists():
+            interval = yaml.safe_load(scrape_config.read_text(encoding="utf-8"))["global"]["scrape_interval"]
+            assert datasource["jsonData"]["timeInterval"] == interval, scrape_config
 
     doc = yaml.safe_load(PROVIDERS.read_text(encoding="utf-8"))
     assert doc["apiVersion"] == 1 and len(doc["providers"]) == 1
