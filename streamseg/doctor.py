@@ -71,6 +71,7 @@ def report() -> list[tuple[str, str]]:
     rows.append(("tensorrt (python)", _module("tensorrt")))
     rows.append(("pycuda", _module("pycuda")))
     rows.append(("torch", _module("torch")))
+    rows.append(("tritonclient (backend: triton)", _module("tritonclient")))
     rows.append(("gstreamer (gst-launch-1.0)", shutil.which("gst-launch-1.0") or "not found"))
     from .gst import rtsp_output_unavailable_reason
     from .outputs.display import display_unavailable_reason

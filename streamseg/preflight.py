@@ -42,7 +42,7 @@ def check_model(cfg: PipelineConfig, model: LoadedModel) -> str:
         m.device,
         m.threads,
         cfg.batch.max_batch,
-        {"tensorrt": m.tensorrt, "torch": m.torch},
+        {"tensorrt": m.tensorrt, "torch": m.torch, "triton": m.triton},  # triton: the server's model is checked
     )
     if backend.name == "tensorrt":  # entering it would build an engine: check the graph's I/O with ONNX Runtime
         check_calibration(cfg)
