@@ -129,6 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .pipeline import Pipeline
+    from .preflight import check_output
     from .progress import follow
     from .shard import resolve_shard
 
@@ -141,6 +142,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # nan and inf included: a timer cannot wait forever; below 0.1 s the log would be all status lines
     if not (args.status_interval == 0 or 0.1 <= args.status_interval <= 86400):
         raise ConfigError("usage: --status-interval must be 0 (off) or 0.1 to 86400 seconds")
+    # validate's output checks, before anything opens: a video path under a regular file must not
+    # fail the run after JSON Lines has already truncated the previous run's statistics
+    mine = [s.name for s in cfg.sources if shard.owns(s.name)]
+    for i, output in enumerate(cfg.outputs):
+        check_output(output, i, mine, args.file)
     pipeline = Pipeline(cfg, args.max_frames, args.duration, args.status_interval, shard)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

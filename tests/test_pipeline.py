@@ -22,11 +22,12 @@ import streamseg.pipeline as pipeline_mod
 from streamseg.backends import REGISTRY
 from streamseg.backends.base import Backend
 from streamseg.cli import main
-from streamseg.config import parse_config
+from streamseg.config import JsonlOutput, parse_config
 from streamseg.contract import LoadedModel, TensorInfo, expected_input_shape
 from streamseg.errors import OutputError
 from streamseg.frames import SegResult
 from streamseg.outputs import Sink
+from streamseg.outputs.jsonl import JsonlSink
 from streamseg.pipeline import Pipeline, RunSummary, StreamWorker
 from streamseg.server import HttpServer
 from streamseg.sources import Source
@@ -352,7 +353,11 @@ model: {{path: "{fake_backend.sidecar}", backend: onnxruntime, device: cpu}}
 outputs: [{{type: {kind}, path: "{target}"}}]
 http: {{enabled: false}}
 """)
-    assert main(["run", str(path)]) == 1
+    # run's start-up checks catch it before anything opens: a configuration error, exit 2
+    assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"parent {tmp_path / 'taken'} is a file, not a folder" in err
     assert "File exists" not in err and "Not a directory" not in err and "Traceback" not in err
+    if kind == "jsonl":  # and the output itself says the same where it opens (a file that appeared since)
+        with pytest.raises(OutputError, match=f"parent {tmp_path / 'taken'} is a file, not a folder"):
+            JsonlSink(JsonlOutput(type="jsonl", path=str(target)), ["background", "person"])
