@@ -90,7 +90,8 @@ class Metrics:
         )
         self.output_errors = Counter(
             "streamseg_output_errors",
-            "Frames an output failed to write (it is then disabled for that stream); output is INDEX:TYPE",
+            'Write failures (the output is then disabled for that stream) and, with stream="", close failures;'
+            " output is INDEX:TYPE",
             ["output", "stream"],
             registry=r,
         )

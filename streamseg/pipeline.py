@@ -64,7 +64,6 @@ class StreamWorker:
         palette: Palette,
         cfg: PipelineConfig,
         metrics: Metrics,
-        on_error: threading.Event,
         tracker: StreamTracker,
     ) -> None:
         self.name = name
@@ -78,7 +77,6 @@ class StreamWorker:
         self._scratch = Scratch()
         self._disabled: set[int] = set()
         self.errors: list[str] = []  # one line per output this stream disabled
-        self._failed = on_error
         self._thread = threading.Thread(target=self._run, name=f"outputs-{name}", daemon=True)
         self._overlay_hist = metrics.stage_seconds.labels("overlay")
         self._latency = metrics.frame_latency.labels(name)
@@ -100,7 +98,6 @@ class StreamWorker:
             self.errors.append(f"stream {self.name}: {e}")
             self._disabled.add(i)
             self.metrics.output_errors.labels(output_label(i, sink), self.name).inc()
-            self._failed.set()
 
     def _run(self) -> None:
         wants_overlay = any(s.wants_overlay for s in self.sinks)
@@ -223,13 +220,11 @@ class Pipeline:
                 if self.http is not None:
                     self.http.stop()
                 raise
-            output_failed = threading.Event()
             trackers = {s.name: StreamTracker(c.class_names) for s in sources}
-            workers = {
-                s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, output_failed, trackers[s.name])
-                for s in sources
-            }
-            self._sources, self._trackers = sources, trackers
+            workers = {s.name: StreamWorker(s.name, sinks, self.palette, cfg, m, trackers[s.name]) for s in sources}
+            # trackers first: a progress poll between the two assignments must find every source's
+            self._trackers = trackers
+            self._sources = sources
             for s in sources:  # queue depths are read at scrape time: nothing to update per frame
                 m.queue_depth.labels(s.name, "source").set_function(s.queue.__len__)
                 m.queue_depth.labels(s.name, "outputs").set_function(workers[s.name].queue.qsize)
@@ -257,9 +252,11 @@ class Pipeline:
                     s.stop()
                 for w in workers.values():
                     w.finish()
-                close_errors = close_sinks(sinks)
+                close_errors = close_sinks(sinks, m)
+                # one deadline for all: N readers stuck in a dead camera's open cost 2 s, not 2N s
+                join_by = time.monotonic() + 2.0
                 for s in sources:
-                    s.join(2.0)
+                    s.join(max(0.0, join_by - time.monotonic()))
                 if self.http is not None:
                     self.http.stop()
         summary.frames = {n: w.processed for n, w in workers.items()}
@@ -368,17 +365,20 @@ class Pipeline:
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
 
 
-def close_sinks(sinks: list[Sink]) -> list[str]:
+def close_sinks(sinks: list[Sink], metrics: Metrics | None = None) -> list[str]:
     """Close every sink, each in isolation: one failing ``close()`` (disk full while finalizing)
-    never keeps the others from finalizing. Returns one line per failure, naming the output."""
+    never keeps the others from finalizing. Returns one line per failure, naming the output, and
+    counts it in ``streamseg_output_errors_total{output, stream=""}`` (a close is no one stream's)."""
     errors = []
-    for sink in sinks:
+    for i, sink in enumerate(sinks):
         try:
             sink.close()
         except Exception as e:  # any failure of one output's finalizing; the rest still close
             msg = f"{sink.describe()}: close failed: {describe_error(e)}"
             log.error("%s", msg)
             errors.append(msg)
+            if metrics is not None:
+                metrics.output_errors.labels(output_label(i, sink), "").inc()
     return errors
 
 

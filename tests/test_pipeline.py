@@ -310,9 +310,16 @@ def test_one_failing_close_does_not_keep_the_other_outputs_from_finalizing(
         f'[{{name: a, uri: "{SYN.format(n=n)}"}}]',
         f'[{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}, {{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]',
     )
-    summary: RunSummary = run(Pipeline(cfg))
+    pipeline = Pipeline(cfg)
+    summary: RunSummary = run(pipeline)
 
     assert summary.output_errors == ["full-disk: close failed: No space left on device"]
+    counted = [
+        line
+        for line in pipeline.metrics.exposition().decode().splitlines()
+        if line.startswith("streamseg_output_errors_total{") and 'stream=""' in line
+    ]
+    assert counted == ['streamseg_output_errors_total{output="0:closefailing",stream=""} 1.0'], counted
     assert [e[1] for e in EVENTS if e[0] == "close"] == [
         "full-disk",
         f"jsonl output {tmp_path}/stats.jsonl",
