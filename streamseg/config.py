@@ -25,6 +25,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .uri import parse_source_uri, redact
+from .zones import HomographyConfig, ZoneConfig, check_zones
 
 
 class _Strict(BaseModel):
@@ -84,6 +85,19 @@ class SourceConfig(_Strict):
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="network and watchdog timeouts")
     reconnect: Reconnect = Field(default_factory=Reconnect, description="live-source reconnection")
+    # homography before zones: the zones validator reads it (pydantic validates in declaration order).
+    homography: HomographyConfig | None = Field(
+        None, description="4 image points <-> 4 ground points in metres, for square metres of ground zones"
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, max_length=64, description="named polygons measured per class (see README: Zones)"
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_consistent(cls, v: list[ZoneConfig], info: ValidationInfo) -> list[ZoneConfig]:
+        check_zones(v, info.data.get("homography"))
+        return v
 
     @field_validator("name")
     @classmethod

@@ -7,8 +7,12 @@ expected and actual shape in the message, not three stages later.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .zones import ZoneAreas
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class SegResult:
     class_map: np.ndarray  # uint8 (h, w) class indices at the model's output resolution
     area_ratio: np.ndarray  # float64 (num_classes,), sums to 1 over all pixels of class_map
     overlay: np.ndarray | None = None  # blend already rendered where the frame was (GPU path)
+    # per zone of the stream, in config order, the class shares inside it; () for streams without zones
+    zones: tuple[ZoneAreas, ...] = ()
 
     def __post_init__(self) -> None:
         cm = self.class_map
