@@ -10,10 +10,14 @@ dashboard or alert here reads them (filtered per scrape, not by the library's pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from .zones import ZoneAreas, ZoneConfig
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "overlay", "encode")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -102,6 +106,18 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        self.zone_class_area = Gauge(
+            "streamseg_zone_class_area_ratio",
+            "Fraction of a zone's pixels in each class, latest frame (unsmoothed)",
+            ["stream", "zone", "class"],
+            registry=r,
+        )
+        self.zone_class_m2 = Gauge(
+            "streamseg_zone_class_area_square_meters",
+            "Ground area of each class inside a ground zone, latest frame (needs the stream's homography)",
+            ["stream", "zone", "class"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         # Create stage children up front so dashboards see every stage from the first scrape.
         for stage in STAGES:
@@ -118,6 +134,23 @@ class Metrics:
             self.frames_dropped.labels(stream, reason)
         for name in classes:
             self.class_area.labels(stream, name).set(0)
+
+    def add_zones(self, stream: str, zones: Sequence[ZoneConfig], classes: list[str]) -> None:
+        """Create a stream's zone series at zero (square metres for ground zones only)."""
+        for z in zones:
+            for name in classes:
+                self.zone_class_area.labels(stream, z.name, name).set(0)
+                if z.ground:
+                    self.zone_class_m2.labels(stream, z.name, name).set(0)
+
+    def set_zones(self, stream: str, zones: Sequence[ZoneAreas], classes: list[str]) -> None:
+        """Record one frame's zone measurements."""
+        for z in zones:
+            for name, ratio in zip(classes, z.ratios, strict=True):
+                self.zone_class_area.labels(stream, z.zone, name).set(float(ratio))
+            if z.square_meters is not None:
+                for name, m2 in zip(classes, z.square_meters, strict=True):
+                    self.zone_class_m2.labels(stream, z.zone, name).set(float(m2))
 
     def exposition(self) -> bytes:
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]

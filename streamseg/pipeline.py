@@ -36,6 +36,7 @@ from .server import HttpServer, LiveHub
 from .shard import ALL, Shard
 from .sources import Source
 from .status import StreamStatus, StreamTracker, format_line
+from .zones import ZoneMeter
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,8 @@ class Pipeline:
             by_name = {s.name: s for s in sources}
             for s in sources:
                 m.add_stream(s.name, c.class_names)
+            for sc in mine:
+                m.add_zones(sc.name, sc.zones, c.class_names)
 
             hub = LiveHub([s.name for s in sources]) if cfg.http.enabled else None
             # Bind the HTTP port before any sink opens (and truncates) a file: a run that cannot
@@ -270,6 +273,8 @@ class Pipeline:
     ) -> None:
         cfg, c, m = self.cfg, self.model.contract, self.metrics
         smoother = Smoother(cfg.postprocess.smoothing)
+        # Only streams with zones pay for them: their masks are built once per class-map shape.
+        zone_meters = {s.name: ZoneMeter(s.zones, c.num_classes, s.homography) for s in cfg.sources if s.zones}
         h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
         deadline = None if self.duration is None else time.monotonic() + self.duration
         # On a GPU backend, frames are preprocessed, histogrammed and blended where the engine runs.
@@ -311,7 +316,12 @@ class Pipeline:
                 shown = smoother.update(frame.stream, ratios)
                 for name, value in zip(c.class_names, shown, strict=True):
                     m.class_area.labels(frame.stream, name).set(float(value))
-                results.append(SegResult(frame, np.ascontiguousarray(cmap), ratios, overlay))
+                cmap = np.ascontiguousarray(cmap)
+                meter = zone_meters.get(frame.stream)
+                zones = meter.measure(cmap) if meter is not None else ()
+                if zones:
+                    m.set_zones(frame.stream, zones, c.class_names)
+                results.append(SegResult(frame, cmap, ratios, overlay, zones))
             t3 = time.perf_counter()
             h_pre.observe(t1 - t0)
             h_inf.observe(t2 - t1)

@@ -25,7 +25,29 @@ def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
         "pts": round(f.pts, 6),
         "time": round(f.wall_time, 6),
         "class_area_ratio": {n: float(r) for n, r in zip(class_names, result.area_ratio, strict=True)},
+        **zone_fields(result, class_names),
     }
+
+
+def zone_fields(result: SegResult, class_names: list[str]) -> dict[str, object]:
+    """``zones``: per zone, each class's share of the zone's pixels (exact counts); for ground
+    zones also ``zones_square_meters``: the zone's ground area and each class's. Empty without zones."""
+    if not result.zones:
+        return {}
+    out: dict[str, object] = {
+        "zones": {z.zone: {n: float(r) for n, r in zip(class_names, z.ratios, strict=True)} for z in result.zones}
+    }
+    ground = {
+        z.zone: {
+            "zone": z.zone_square_meters,
+            "classes": {n: float(v) for n, v in zip(class_names, z.square_meters, strict=True)},
+        }
+        for z in result.zones
+        if z.square_meters is not None
+    }
+    if ground:
+        out["zones_square_meters"] = ground
+    return out
 
 
 class JsonlSink(Sink):
