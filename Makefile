@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo needs only the base install (ONNX Runtime on the CPU): no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test test-fast lint unit venv samples system-deps bench clean triton-venv
+.PHONY: demo test test-fast lint unit venv samples system-deps bench clean triton-venv image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,12 @@ test: system-deps venv triton-venv samples lint unit
 
 bench: venv samples
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
+
+# The CPU image (deploy/docker/Dockerfile): wheels built here (the image's Python is CPython 3.11),
+# installed in the image with no index. See docs/deploy.md.
+image: $(DEMO_STAMP)
+	$(BIN)/pip wheel -q . -w wheelhouse
+	docker build -f deploy/docker/Dockerfile -t streamseg:cpu .
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
