@@ -118,6 +118,27 @@ class Metrics:
             ["stream", "zone", "class"],
             registry=r,
         )
+        self.events_total = Counter(
+            "streamseg_events",
+            "Event starts and ends decided by the event rules",
+            ["stream", "rule", "kind"],
+            registry=r,
+        )
+        self.event_active = Gauge(
+            "streamseg_event_active",
+            "1 while a rule's event is open on the stream, else 0",
+            ["stream", "rule"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "streamseg_events_dropped", "Events dropped because an event sink's queue was full", ["sink"], registry=r
+        )
+        self.events_failed = Counter(
+            "streamseg_events_failed",
+            "Events an event sink could not deliver after its retries (sink snapshot: JPEG not written)",
+            ["sink"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         # Create stage children up front so dashboards see every stage from the first scrape.
         for stage in STAGES:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, RtspOutput, SnapshotOutput, VideoOutput
 from ..errors import ConfigError
+from ..events.config import EventsConfig
 from ..metrics import Metrics
 from ..server import LiveHub
 from .base import Sink
@@ -20,8 +21,11 @@ def build_sinks(
     fps_of: Callable[[str], float | None],
     metrics: Metrics,
     hub: LiveHub | None,
+    events: EventsConfig | None = None,
+    streams: Sequence[str] = (),
 ) -> list[Sink]:
-    """One sink per configured output; a sink that cannot open raises OutputError."""
+    """One sink per configured output, then the events output of ``streams`` when ``events`` is
+    set; a sink that cannot open raises OutputError."""
     from .display import DisplaySink
     from .jsonl import JsonlSink
     from .live import LiveSink
@@ -57,6 +61,10 @@ def build_sinks(
     try:
         for i in order:
             built[i] = build(outputs[i])
+        if events is not None:  # last: it appends to its file and connects in the background
+            from ..events.sink import EventsSink
+
+            built[len(outputs)] = EventsSink(events, class_names, metrics, list(streams))
     except BaseException:
         for s in built.values():  # each in isolation: the error that stopped the start is the one to report
             try:
@@ -64,7 +72,7 @@ def build_sinks(
             except Exception as e:
                 log.error("%s: close after a failed start: %s", s.describe(), e)
         raise
-    return [built[i] for i in range(len(outputs))]
+    return [built[i] for i in sorted(built)]
 
 
 __all__ = ["Sink", "build_sinks"]
