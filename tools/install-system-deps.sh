@@ -2,13 +2,14 @@
 # System packages the tests need (Debian/Ubuntu): GStreamer's RTSP server (with the decoder and
 # x264 encoder its test pipelines use) for the RTSP tests, Prometheus (promtool, and a real
 # scrape), Chromium for the live-view test, labelme-examples (real labelled images) for the
-# dataset and training tests, python3-venv for `make venv`, and Docker with debootstrap (a base
+# dataset and training tests, mosquitto (MQTT events), python3-venv for `make venv`, and Docker with debootstrap (a base
 # image without a registry) and docker-compose for deploy/. Installs only what is missing.
 set -euo pipefail
 pkgs=(
   python3-venv python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav
   prometheus chromium labelme-examples
+  mosquitto  # a real MQTT broker for the events tests (tests/integration/test_events.py)
   docker.io debootstrap docker-compose  # the CPU image built and run (tests/integration/test_docker.py), compose.yaml checked
 )
 missing=()
