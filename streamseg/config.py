@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .events.config import EventsConfig
 from .uri import parse_source_uri, redact
 from .zones import HomographyConfig, ZoneConfig, check_zones
 
@@ -242,6 +243,7 @@ class OverlayConfig(_Strict):
     mode: Literal["blend", "mask", "side-by-side"] = Field("blend", description="how to draw")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the class color in blend mode")
     legend: bool = Field(True, description="draw class, color and area % in a corner")
+    zones: bool = Field(True, description="outline each stream's zones with their names")
     transparent: list[str] | None = Field(
         None,
         description="classes left unpainted in blend mode; null = classes named 'background'",
@@ -368,6 +370,7 @@ class PipelineConfig(_Strict):
     overlay: OverlayConfig = Field(default_factory=OverlayConfig, description="overlay drawing")
     outputs: list[Output] = Field(default_factory=list, description="where results go")
     http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and live view server")
+    events: EventsConfig | None = Field(None, description="event rules and where their events go")
 
     @field_validator("sources")
     @classmethod
@@ -407,6 +410,18 @@ class PipelineConfig(_Strict):
         if any(isinstance(o, LiveOutput) for o in info.data.get("outputs", [])) and not http.enabled:
             raise ValueError("a live output needs http.enabled: true")
         return http
+
+    @field_validator("events")
+    @classmethod
+    def _rules_name_streams(cls, events: EventsConfig | None, info: ValidationInfo) -> EventsConfig | None:
+        zones = {s.name: {z.name for z in s.zones} for s in info.data.get("sources", [])}
+        for i, r in enumerate(events.rules if events else []):
+            if zones and r.stream not in zones:
+                raise ValueError(f"rules.{i}.stream: no stream named '{r.stream}' ({', '.join(sorted(zones))})")
+            if zones and r.zone is not None and r.zone not in zones[r.stream]:
+                have = ", ".join(sorted(zones[r.stream])) or "none"
+                raise ValueError(f"rules.{i}.zone: stream '{r.stream}' has no zone '{r.zone}' (its zones: {have})")
+        return events
 
 
 # --- loading -------------------------------------------------------------------------------

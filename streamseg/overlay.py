@@ -241,3 +241,44 @@ def render(
     if legend:  # side by side: on the blend, so the original stays untouched
         draw_legend(out[:, w:] if mode == "side-by-side" else out, palette, ratios)
     return out
+
+
+# Zone outlines in colours that stay apart from each other and from the VOC class colours'
+# dark tones (BGR): yellow, cyan, magenta, orange, lime, sky, pink, white; repeated past 8.
+ZONE_COLORS_BGR = (
+    (0, 255, 255),
+    (255, 255, 0),
+    (255, 0, 255),
+    (0, 140, 255),
+    (0, 255, 128),
+    (255, 160, 0),
+    (180, 105, 255),
+    (255, 255, 255),
+)
+
+
+def zone_thickness(height: int, width: int) -> int:
+    """Outline width in pixels: 1 up to about 360p, then about one per 360 pixels of the short side."""
+    return max(1, round(min(height, width) / 360))
+
+
+def draw_zones(image: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> np.ndarray:
+    """Outline each (name, polygon in normalized coordinates) and write its name at its top vertex,
+    zone i in ZONE_COLORS_BGR[i % 8]; line width and text scale with the frame. In place.
+
+    A normalized x maps to x * width - 0.5 in OpenCV's pixel-centre coordinates (the same rule as
+    zones.rasterize), drawn with 4 fractional bits so small frames do not round vertices apart.
+    """
+    h, w = image.shape[:2]
+    thick = zone_thickness(h, w)
+    cap = float(min(LEGEND_MAX_CAP_PX, max(LEGEND_MIN_CAP_PX, LEGEND_CAP_RATIO * h)))
+    font = cap / _HERSHEY_CAP_PX
+    for i, (name, polygon) in enumerate(zones):
+        color = ZONE_COLORS_BGR[i % len(ZONE_COLORS_BGR)]
+        p = np.asarray(polygon, dtype=np.float64) * (w, h) - 0.5
+        pts = np.round(p * 16).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(image, [pts], True, color, thick, cv2.LINE_8, shift=4)
+        top = p[int(np.argmin(p[:, 1]))]
+        org = (int(np.clip(top[0], 0, w - 1)), int(np.clip(top[1] - thick - 2, cap, h - 1)))
+        cv2.putText(image, name, org, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thick // 2 + 1), cv2.LINE_AA)
+    return image

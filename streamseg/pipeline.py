@@ -24,11 +24,12 @@ from .batching import Batcher
 from .config import PipelineConfig
 from .contract import LoadedModel, load_model
 from .errors import OutputError, TransientBackendError
+from .events.config import check_event_classes
 from .frames import Batch, SegResult
 from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
-from .overlay import Palette, Scratch, draw_legend, make_palette, render
+from .overlay import Palette, Scratch, draw_legend, draw_zones, make_palette, render
 from .postprocess import Smoother, area_ratios, to_class_maps
 from .preflight import check_overlay
 from .preprocess import preprocess
@@ -82,6 +83,8 @@ class StreamWorker:
         self._overlay_hist = metrics.stage_seconds.labels("overlay")
         self._latency = metrics.frame_latency.labels(name)
         self._processed = metrics.frames_processed.labels(name)
+        zones = next((s.zones for s in cfg.sources if s.name == name), [])
+        self._zone_outlines = [(z.name, z.polygon) for z in zones] if cfg.overlay.zones else []
 
     def start(self) -> None:
         self._thread.start()
@@ -125,6 +128,9 @@ class StreamWorker:
                     self._scratch,
                 )
                 self._overlay_hist.observe(time.perf_counter() - start)
+            if image is not None and self._zone_outlines:
+                # side by side: on the blend (right half), so the original stays untouched
+                draw_zones(image[:, image.shape[1] // 2 :] if ov.mode == "side-by-side" else image, self._zone_outlines)
             for i, sink in enumerate(self.sinks):
                 if not sink.wants_raw and i not in self._disabled:
                     self._write(i, sink, result, image)
@@ -156,6 +162,7 @@ class Pipeline:
         self.model: LoadedModel = load_model(cfg.model.path)
         c = self.model.contract
         check_overlay(cfg, self.model)  # before make_palette, whose ValueError would be a traceback
+        check_event_classes(cfg.events, c.class_names, c.name)
         self.palette = make_palette(c.class_names, [k.color for k in c.classes], cfg.overlay.transparent)
         self.http: HttpServer | None = None
         self.ready = threading.Event()  # set once every stage runs (tests wait on it)
@@ -218,7 +225,8 @@ class Pipeline:
                     self.palette,
                 )
             try:
-                sinks = build_sinks(list(cfg.outputs), c.class_names, lambda n: by_name[n].fps, m, hub)
+                fps_of = lambda n: by_name[n].fps  # noqa: E731
+                sinks = build_sinks(list(cfg.outputs), c.class_names, fps_of, m, hub, cfg.events, list(by_name))
             except BaseException:
                 if self.http is not None:
                     self.http.stop()
