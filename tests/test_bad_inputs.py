@@ -46,6 +46,13 @@ def with_good(uri: str) -> str:
 
 
 JSONL = "outputs:\n  - {type: jsonl, path: out/stats.jsonl}\n"
+_SQ = "{name: z, polygon: [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]}"
+
+
+def _zoned(*zones: str, hom: str | None = None) -> str:
+    """The good stream with zones (and a homography)."""
+    text = f"  - name: good\n    uri: '{SYN}'\n" + (f"    homography: {hom}\n" if hom else "")
+    return text + "    zones:\n" + "".join(f"      - {z}\n" for z in zones)
 
 
 # --- files the rows refer to -----------------------------------------------------------------
@@ -345,6 +352,25 @@ ROWS: list[Row] = [
     V("bad int tag", BASE + "name: !!int abc\n", "p.yaml:5: invalid YAML: cannot read value 'abc'"),
     V("NUL in a value", cfg(JSONL.replace("out/stats.jsonl", '"out/\\0.jsonl"')), "a NUL character in a value"),
     V("env var unset", cfg("name: ${STREAMSEG_NOT_SET_9}\n"), "environment variable STREAMSEG_NOT_SET_9 is not set"),
+    # zones (issue 11): polygons in 0..1 with an area, unique per stream; ground zones need a homography
+    V(
+        "zone of two points",
+        cfg(sources=_zoned("{name: z, polygon: [[0, 0], [1, 1]]}")),
+        "polygon: List should have at least 3",
+    ),
+    V("zone outside the picture", cfg(sources=_zoned("{name: z, polygon: [[0, 0], [1, 0], [1, 2]]}")), "polygon.2.1:"),
+    V("zone with no area", cfg(sources=_zoned("{name: z, polygon: [[0, 0], [0.5, 0.5], [1, 1]]}")), "encloses no area"),
+    V("zone names repeated", cfg(sources=_zoned(_SQ, _SQ)), "zones: zone 1: name 'z' is used twice"),
+    V("ground zone, no homography", cfg(sources=_zoned(_SQ.replace("}", ", ground: true}"))), "has no homography"),
+    V(
+        "homography with 3 points in line",
+        cfg(
+            sources=_zoned(
+                _SQ, hom="{image: [[0, 0], [0.5, 0], [1, 0], [0, 1]], ground: [[0, 0], [1, 0], [1, 1], [0, 1]]}"
+            )
+        ),
+        "homography.image: points [0, 1, 2] lie on one line",
+    ),
     V("unknown top key", BASE + "sauces: []\n", "p.yaml:5: sauces: unknown key"),
     V("unknown nested key", BASE + "batch: {max_btch: 2}\n", "p.yaml:5: batch.max_btch: unknown key"),
     V("sources missing", "model: {path: selfie_landscape}\n", "sources: required key is missing"),
