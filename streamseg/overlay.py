@@ -279,6 +279,7 @@ def draw_zones(image: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[floa
         pts = np.round(p * 16).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(image, [pts], True, color, thick, cv2.LINE_8, shift=4)
         top = p[int(np.argmin(p[:, 1]))]
-        org = (int(np.clip(top[0], 0, w - 1)), int(np.clip(top[1] - thick - 2, cap, h - 1)))
+        # beside the top vertex, above it where there is room (below the top edge otherwise)
+        org = (int(np.clip(top[0] + thick + 2, 0, w - 1)), int(np.clip(top[1] - thick - 2, cap + thick + 2, h - 1)))
         cv2.putText(image, name, org, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thick // 2 + 1), cv2.LINE_AA)
     return image
