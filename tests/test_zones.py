@@ -372,3 +372,33 @@ def test_zone_series_exist_at_zero_before_the_first_frame() -> None:
     assert 'streamseg_zone_class_area_ratio{class="person",stream="cam",zone="a"} 0.0' in text
     assert 'streamseg_zone_class_area_square_meters{class="person",stream="cam",zone="g"} 0.0' in text
     assert 'streamseg_zone_class_area_square_meters{class="person",stream="cam",zone="a"}' not in text
+
+
+@pytest.mark.parametrize("outlines", [True, False])
+def test_a_run_outlines_zones_on_the_overlay_unless_switched_off(tmp_path: Path, outlines: bool) -> None:
+    import cv2
+
+    polygon = [(0.2, 0.2), (0.8, 0.3), (0.5, 0.85)]
+    syn = "synthetic://?width=160&height=120&frames=2"
+    cfg = parse_config(
+        f"""
+sources:
+  - {{name: zoned, uri: "{syn}", zones: [{{name: gate, polygon: {[list(p) for p in polygon]}}}]}}
+  - {{name: plain, uri: "{syn}"}}
+model: {{path: selfie_landscape}}
+overlay: {{zones: {str(outlines).lower()}, legend: false}}
+outputs:
+  - {{type: snapshot, path: "{tmp_path}/{{stream}}", every: 1, raw: false}}
+http: {{enabled: false}}
+""",
+        "test.yaml",
+    )
+    assert Pipeline(cfg).run().frames == {"zoned": 2, "plain": 2}
+    for name in ("000000.png", "000001.png"):
+        zoned = np.asarray(cv2.imread(str(tmp_path / "zoned" / name)), np.uint8)
+        plain = np.asarray(cv2.imread(str(tmp_path / "plain" / name)), np.uint8)
+        assert zoned.shape == plain.shape == (120, 160, 3)
+        # the same frames: the zoned stream's overlay is the plain one with the zone drawn on it
+        expected = draw_zones(plain.copy(), [("gate", polygon)]) if outlines else plain
+        np.testing.assert_array_equal(zoned, expected)
+        assert bool(np.any(zoned != plain)) == outlines
