@@ -200,6 +200,7 @@ class MqttChannel(Channel):
         self.cfg = cfg
         self.connected = threading.Event()
         self._closing = threading.Event()
+        self._refused = False
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
         if cfg.username is not None:
             c.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -220,9 +221,13 @@ class MqttChannel(Channel):
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            # a refused login: said once per attempt, without the password
-            log.error("events mqtt: %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+            # a refused login (said once until a connection succeeds, never with the password);
+            # paho keeps retrying: the broker's password file may be fixed while we run
+            if not self._refused:
+                log.error("events mqtt: %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+            self._refused = True
             return
+        self._refused = False
         log.info("events mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         self.connected.set()
 
