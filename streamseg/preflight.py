@@ -15,6 +15,7 @@ from .backends import select_backend
 from .config import JsonlOutput, Output, PipelineConfig, SnapshotOutput, SourceConfig, VideoOutput, key_line
 from .contract import LoadedModel, load_model
 from .errors import ConfigError, SourceError
+from .events.config import check_event_classes
 from .uri import parse_source_uri, redact
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def check_pipeline(cfg: PipelineConfig, file: str) -> str:
     """Raise the error ``run`` would stop at; return one line saying what was checked."""
     model = load_model(cfg.model.path)
     check_overlay(cfg, model, file)
+    check_event_classes(cfg.events, model.contract.class_names, model.contract.name, file)
     checked_with = check_model(cfg, model)
     for i, source in enumerate(cfg.sources):
         check_source(source, i, file)

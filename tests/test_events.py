@@ -177,3 +177,41 @@ def test_a_class_the_model_lacks_is_one_line_naming_the_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_event_classes(cfg.events, ["background", "person"], "selfie", str(f))
     assert str(e.value) == f"{f}:8: events.rules.0.class: car is not a class of model selfie (background, person)"
+
+
+def test_a_zone_rule_reads_the_zone_ratio_not_the_frame(tmp_path):
+    import json
+    import time
+
+    import numpy as np
+
+    from streamseg.events.config import EventsConfig
+    from streamseg.events.sink import EventsSink
+    from streamseg.frames import Frame, SegResult
+    from streamseg.metrics import Metrics
+    from streamseg.zones import ZoneAreas
+
+    cfg = EventsConfig.model_validate(
+        {
+            "rules": [
+                {"name": "door", "stream": "a", "zone": "door", "class": "person", "above": 0.5, "clear": 0.2},
+                {"name": "frame", "stream": "a", "class": "person", "above": 0.5},
+            ],
+            "jsonl": str(tmp_path / "e.jsonl"),
+            "snapshots": None,
+        }
+    )
+    sink = EventsSink(cfg, ["background", "person"], Metrics(), ["a"])
+    assert not sink.wants_overlay and not sink.wants_raw  # no snapshots: no overlay rendered for events
+    # the person fills the door zone but only 10% of the frame
+    for i, in_door in enumerate([0.0, 0.9, 0.9, 0.1]):
+        f = Frame("a", i, i / 10, time.monotonic(), 1.0 + i / 10, np.zeros((4, 4, 3), np.uint8))
+        zone = ZoneAreas("door", np.array([1 - in_door, in_door]), 16)
+        sink.write(SegResult(f, np.zeros((4, 4), np.uint8), np.array([0.9, 0.1]), zones=(zone,)), None)
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [(r["rule"], r["zone"], r["kind"], r["frame"]) for r in lines] == [
+        ("door", "door", "start", 1),
+        ("door", "door", "end", 3),
+    ]
+    assert lines[0]["snapshot"] is None
