@@ -229,6 +229,7 @@ def test_pipeline_on_the_clip_with_the_broker_killed_mid_run(
     goes down after the first event and comes back 2 s later; every frame is still processed and
     MQTT, the webhook and the events JSONL carry the same starts and ends, which are the rule run
     over the pipeline's own per-frame statistics."""
+    caplog.set_level(logging.INFO, logger="streamseg.events")
     sub = Subscriber(broker.port, "streamseg/#")
     receiver = Receiver()
     stats, events = tmp_path / "stats.jsonl", tmp_path / "events.jsonl"
@@ -254,7 +255,7 @@ events:
         broker.start()
         summary = run.wait(60)
         assert summary.frames == {"bikes": 250}
-        assert "reconnecting" in caplog.text and "connected to" in caplog.text
+        assert "reconnecting" in caplog.text and caplog.text.count("events mqtt: connected to") == 2
         assert not summary.output_errors
 
         rule = parse_config(text).events.rules[0]  # type: ignore[union-attr]
