@@ -171,6 +171,78 @@ class VideoEncoder:
             self._sync()
 
 
+class PacketEncoder:
+    """H.264 packets without a file, for a ring buffer of encoded video (event clips): memory holds
+    seconds of compressed video, not raw frames. A keyframe is forced every ``keyframe_s`` of pts
+    (SPS/PPS repeated in each), so a clip can start at any keyframe in the buffer."""
+
+    def __init__(self, width: int, height: int, crf: int = 28, keyframe_s: float = 1.0) -> None:
+        av = _av()
+        self.width, self.height = width - width % 2, height - height % 2
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
+        ctx.time_base = Fraction(1, 1000)
+        ctx.gop_size = 10_000  # keyframes come from keyframe_s on the pts clock, whatever the frame rate
+        ctx.options = {"crf": str(crf), "preset": "ultrafast", "tune": "zerolatency"}
+        self._ctx = ctx
+        self._av = av
+        self._keyframe_s = keyframe_s
+        self._last_key: float | None = None
+        self._last_pts = -1
+
+    def encode(self, image: np.ndarray, pts_seconds: float) -> list[Any]:
+        """Encode one BGR frame; returns the packets it completed (``av.Packet``, pts in ms)."""
+        frame = self._av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(image[: self.height, : self.width]), format="bgr24"
+        )
+        pts = max(round(pts_seconds * 1000), self._last_pts + 1)
+        frame.pts, frame.time_base = pts, Fraction(1, 1000)
+        self._last_pts = pts
+        if self._last_key is None or pts_seconds - self._last_key >= self._keyframe_s - 1e-6:
+            frame.pict_type = self._av.video.frame.PictureType.I
+            self._last_key = pts_seconds
+        return list(self._ctx.encode(frame))
+
+    def close(self) -> None:
+        self._ctx.close() if hasattr(self._ctx, "close") else None
+
+
+class PacketWriter:
+    """An MP4 of packets from a ``PacketEncoder``, starting at a keyframe; pts shifted to start at 0."""
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        av = _av()
+        self.path = path
+        self._container = av.open(str(path), mode="w")
+        self._stream = self._container.add_stream("h264", rate=25)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        self._stream.time_base = Fraction(1, 1000)
+        self._av = av
+        self._base: int | None = None
+        self.last_pts = -1
+        self.packets = 0
+
+    def write(self, packet: Any) -> None:
+        """Mux one packet; the first must be a keyframe (the caller starts the clip at one)."""
+        if self._base is None:
+            self._base = packet.dts if packet.dts is not None else packet.pts
+        # a copy: the same packet goes to other clips of the stream, each with its own base
+        p = self._av.Packet(bytes(packet))
+        p.pts = packet.pts - self._base
+        p.dts = (packet.dts if packet.dts is not None else packet.pts) - self._base
+        p.time_base = Fraction(1, 1000)
+        p.is_keyframe = packet.is_keyframe
+        p.stream = self._stream
+        self._container.mux(p)
+        self.last_pts = p.pts
+        self.packets += 1
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
 def count_frames(path: Path) -> int:
     """Decode every frame of a file and count them (what a player would show)."""
     av = _av()

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .clips import ClipConfig
 from .delivery import MqttConfig, WebhookConfig
 from .rules import Rule
 
@@ -26,6 +27,9 @@ class EventsConfig(BaseModel):
         "overlay", description="snapshot the overlay (rendered for events if no other output wants it) or the frame"
     )
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots")
+    clips: ClipConfig | None = Field(
+        None, description="H.264 MP4 per event, from pre_s before the start to post_s after the end; null = none"
+    )
     gap_s: float = Field(
         10.0, gt=0, le=86400, description="a stream silent this long ends its open events at its last frame"
     )

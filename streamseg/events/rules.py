@@ -99,6 +99,7 @@ class Event:
     duration_s: float | None = None  # end only
     reason: str | None = None  # end only: "clear", "gap" or "stream_end"
     snapshot: str | None = None  # path of the JPEG written for it, when snapshots are on
+    clip: str | None = None  # path of the event's MP4 (complete post_s after the end), when clips are on
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -118,6 +119,7 @@ class Event:
             d["duration_s"] = None if self.duration_s is None else round(self.duration_s, 6)
             d["reason"] = self.reason
         d["snapshot"] = self.snapshot
+        d["clip"] = self.clip
         return d
 
 

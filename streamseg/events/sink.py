@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from ..errors import OutputError
 from ..frames import SegResult
 from ..metrics import Metrics
 from ..outputs.base import Sink
+from .clips import StreamClips
 from .config import EventsConfig
 from .delivery import Channel, JsonlChannel, MqttChannel, WebhookChannel
 from .rules import Event, RuleState
@@ -26,7 +28,7 @@ class EventsSink(Sink):
     def __init__(self, cfg: EventsConfig, class_names: list[str], metrics: Metrics, streams: list[str]) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        snap = cfg.snapshots is not None
+        snap = cfg.snapshots is not None or cfg.clips is not None
         self.wants_overlay = snap and cfg.snapshot_image == "overlay"
         self.wants_raw = snap and cfg.snapshot_image == "raw"
         self._class = {r.class_name: class_names.index(r.class_name) for r in cfg.rules if r.class_name in class_names}
@@ -37,6 +39,10 @@ class EventsSink(Sink):
                 for kind in ("start", "end"):
                     metrics.events_total.labels(r.stream, r.name, kind)
                 metrics.event_active.labels(r.stream, r.name).set(0)
+        self.clips: dict[str, StreamClips] = {}
+        if cfg.clips is not None:
+            self.clips = {s: StreamClips(cfg.clips, s, metrics.events_failed.labels("clip")) for s in self._states}
+        self._clip_of: dict[str, str] = {}  # event id -> clip path, from start to end
         self.channels: dict[str, Channel] = {}
         try:
             d, f = metrics.events_dropped, metrics.events_failed
@@ -49,7 +55,7 @@ class EventsSink(Sink):
         except BaseException:
             self._close_channels(0.0)
             raise
-        for name in (*self.channels, "snapshot"):
+        for name in (*self.channels, "snapshot", "clip"):
             d.labels(name)
             f.labels(name)
         for ch in self.channels.values():
@@ -61,11 +67,14 @@ class EventsSink(Sink):
     def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
         f = result.frame
         image = result.frame.image if self.wants_raw else overlay
+        clips = self.clips.get(f.stream)
+        if clips is not None and image is not None:
+            clips.frame(image, f.pts)
         for st in self._states.get(f.stream, ()):
             value = self._value(st, result)
             for ev in st.update(f.pts, value, f.wall_time, f.index):
                 # an end for a gap concerns an earlier frame: no picture of it is at hand
-                self._emit(ev, image if ev.reason != "gap" else None)
+                self._emit(ev, image if ev.reason != "gap" else None, f.pts)
             self.metrics.event_active.labels(f.stream, st.rule.name).set(1 if st.active else 0)
 
     def _value(self, st: RuleState, result: SegResult) -> float:
@@ -78,12 +87,23 @@ class EventsSink(Sink):
         # the config cross-check names only zones of the rule's stream; a hand-built result may not
         raise OutputError(f"events: rule {st.rule.name}: stream {result.frame.stream} has no zone {st.rule.zone}")
 
-    def _emit(self, ev: Event, image: np.ndarray | None) -> None:
+    def _emit(self, ev: Event, image: np.ndarray | None, pts: float | None = None) -> None:
+        clips = self.clips.get(ev.stream)
+        if clips is not None:
+            if ev.kind == "start":
+                path = clips.start(ev.id)
+                if path is not None:
+                    self._clip_of[ev.id] = str(path)
+            elif pts is not None:
+                clips.end(ev.id, pts)
+            ev = replace(ev, clip=self._clip_of.get(ev.id))
+            if ev.kind == "end":
+                self._clip_of.pop(ev.id, None)
         jpeg = None
         if image is not None and self.cfg.snapshots is not None:
             jpeg, path = self._snapshot(ev, image)
             if path is not None:
-                ev = _with_snapshot(ev, str(path))
+                ev = replace(ev, snapshot=str(path))
         self.metrics.events_total.labels(ev.stream, ev.rule, ev.kind).inc()
         log.info(
             "event %s %s on %s (%s %.3f)%s",
@@ -134,6 +154,8 @@ class EventsSink(Sink):
                 for ev in st.finish():
                     self._emit(ev, None)
                 self.metrics.event_active.labels(stream, st.rule.name).set(0)
+        for c in self.clips.values():
+            c.close()
         self._close_channels(self.cfg.close_timeout_s)
 
     def _close_channels(self, timeout: float) -> None:
@@ -145,9 +167,3 @@ class EventsSink(Sink):
                 log.error("events %s: close: %s", name, e)
             if ch.queue.qsize():
                 log.warning("events %s: %d event(s) not delivered at shutdown", name, ch.queue.qsize())
-
-
-def _with_snapshot(ev: Event, path: str) -> Event:
-    from dataclasses import replace
-
-    return replace(ev, snapshot=path)

@@ -279,3 +279,35 @@ events:
     finally:
         sub.close()
         receiver.close()
+
+
+def test_an_event_clip_runs_from_pre_s_before_the_start_to_post_s_after_the_end(tmp_path: Path):
+    import av
+
+    def index(image: np.ndarray) -> int:
+        return 10 * round(float(image[:, 4:28].mean()) / 20) + round(float(image[:, 36:60].mean()) / 20)
+
+    m = Metrics()
+    clips = {"path": str(tmp_path / "clips"), "pre_s": 2, "post_s": 1, "width": 64, "crf": 0}
+    sink = EventsSink(events_cfg(tmp_path, jsonl=str(tmp_path / "e.jsonl"), clips=clips), CLASSES, m, ["a"])
+    # 10 fps; frame i shows its tens and units as grey levels 20 apart on the left and right halves,
+    # so a decoded frame tells which frame it was (YUV round trips are off by a level or two)
+    values = [0.0] * 50 + [0.5] * 20 + [0.0] * 30  # start at frame 50 (5.0 s), end at 70 (7.0 s)
+    for i, v in enumerate(values):
+        r = result(i, v)
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[:, :32], image[:, 32:] = 20 * (i // 10), 20 * (i % 10)
+        sink.write(r, image)
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["frame"]) for r in lines] == [("start", 50), ("end", 70)]
+    path = lines[0]["clip"]
+    assert path == lines[1]["clip"] == str(tmp_path / "clips" / "a" / f"{lines[0]['id']}.mp4")
+    with av.open(path) as c:
+        frames = [(f.time, index(f.to_ndarray(format="bgr24"))) for f in c.decode(video=0)]
+    first, last = frames[0][1], frames[-1][1]
+    assert 50 - 30 <= first <= 50 - 20  # pre_s = 2 s before, back to a keyframe (1 s apart)
+    assert last == 70 + 10  # post_s = 1 s after the end
+    assert [i for _, i in frames] == list(range(first, last + 1))  # whole: no frame missing
+    assert frames[0][0] == 0.0 and frames[-1][0] == pytest.approx((last - first) / 10, abs=0.002)
+    assert m.registry.get_sample_value("streamseg_events_failed_total", {"sink": "clip"}) == 0
