@@ -203,9 +203,6 @@ class PacketEncoder:
             self._last_key = pts_seconds
         return list(self._ctx.encode(frame))
 
-    def close(self) -> None:
-        self._ctx.close() if hasattr(self._ctx, "close") else None
-
 
 class PacketWriter:
     """An MP4 of packets from a ``PacketEncoder``, starting at a keyframe; pts shifted to start at 0."""

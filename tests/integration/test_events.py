@@ -23,6 +23,7 @@ from streamseg.events.config import EventsConfig
 from streamseg.events.rules import RuleState
 from streamseg.events.sink import EventsSink
 from streamseg.frames import Frame, SegResult
+from streamseg.media import count_frames
 from streamseg.metrics import Metrics
 from tests.integration.conftest import RunningPipeline
 from tests.support.mqtt import Mosquitto, Subscriber, free_port, mosquitto_binary
@@ -243,6 +244,7 @@ events:
   snapshots: "{tmp_path}/snap"
   mqtt: {{host: 127.0.0.1, port: {broker.port}, reconnect_max_s: 1}}
   webhook: {{url: "{receiver.url}"}}
+  clips: {{path: "{tmp_path}/clips", pre_s: 1, post_s: 1}}
   close_timeout_s: 20
   rules:
     - {{name: person, stream: bikes, class: person, above: 0.2, clear: 0.05, for_s: 0.1}}
@@ -272,6 +274,9 @@ events:
         assert [(r["kind"], r["frame"]) for r in lines] == expected
         mqtt = [json.loads(p) for _, p in sub.wait_for(len(expected))]
         assert pairs(mqtt) == pairs(lines) == pairs(receiver.bodies)
+        for start, end in zip(lines[::2], lines[1::2], strict=True):  # 25 fps: 1 s before, the event, 1 s after
+            assert start["clip"] == end["clip"] and Path(start["clip"]).exists()
+            assert count_frames(Path(start["clip"])) >= (end["frame"] - start["frame"]) + 25 + 25 - 1
         for rec in lines:
             if rec["snapshot"]:
                 img = cv2.imread(rec["snapshot"])
