@@ -215,3 +215,13 @@ def test_a_zone_rule_reads_the_zone_ratio_not_the_frame(tmp_path):
         ("door", "door", "end", 3),
     ]
     assert lines[0]["snapshot"] is None
+
+
+def test_a_pipeline_refuses_a_rule_on_a_class_the_model_lacks_before_it_opens_anything(tmp_path):
+    from streamseg.pipeline import Pipeline
+
+    text = CFG.replace("class: person", "class: car").replace("out/events.jsonl", str(tmp_path / "e.jsonl"))
+    with pytest.raises(ConfigError) as e:
+        Pipeline(parse_config(text))
+    assert str(e.value) == "events.rules.0.class: car is not a class of model selfie_landscape (background, person)"
+    assert not (tmp_path / "e.jsonl").exists()
