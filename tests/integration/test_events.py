@@ -25,8 +25,9 @@ from streamseg.events.sink import EventsSink
 from streamseg.frames import Frame, SegResult
 from streamseg.media import count_frames
 from streamseg.metrics import Metrics
-from tests.integration.conftest import RunningPipeline
 from tests.support.mqtt import Mosquitto, Subscriber, free_port, mosquitto_binary
+
+from .conftest import RunningPipeline
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (install-system-deps)")
 
