@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -25,18 +23,13 @@ from pydantic import (
 
 from .errors import ConfigError
 from .events.config import EventsConfig
+from .outputs.base import OutputConfig
+from .outputs.registry import OUTPUT_KINDS, kind_of
+from .schema import HOUR as _HOUR
+from .schema import MAX_FPS as _MAX_FPS
+from .schema import Strict as _Strict
 from .uri import parse_source_uri, redact
 from .zones import HomographyConfig, ZoneConfig, check_zones
-
-
-class _Strict(BaseModel):
-    # Every number the schema takes is finite and bounded to what the code can use: an infinite
-    # wait or a billion-frame batch validates nowhere, instead of failing mid-run (issue 9).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-_HOUR = 3600.0
-_MAX_FPS = 1000.0
 
 
 class Timeouts(_Strict):
@@ -250,109 +243,11 @@ class OverlayConfig(_Strict):
     )
 
 
-class Retention(_Strict):
-    """Which recordings of a video output to keep; the oldest go first, whichever limit is hit."""
-
-    max_files: int | None = Field(None, ge=1, le=1_000_000, description="keep at most this many files per stream")
-    max_bytes: int | None = Field(
-        None, ge=1, le=1 << 60, description="keep the closed files of a stream within this many bytes"
-    )
-    max_age_s: float | None = Field(
-        None, gt=0, le=10 * 365 * 86400, description="delete files last written longer ago than this"
-    )
-
-
-class VideoOutput(_Strict):
-    type: Literal["video"]
-    path: str = Field(
-        "out/{stream}.mp4",
-        min_length=1,
-        description="H.264 MP4 per stream; {stream} is replaced, and in the file name {start} (UTC start "
-        "time, 20260131T235959.123Z) and {index} (000000, continuing after the files already there)",
-    )
-    fps: float | None = Field(None, gt=0, le=_MAX_FPS, description="nominal rate; default: the source's")
-    crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
-    preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
-    ] = Field("ultrafast", description="x264 preset")
-    streams: list[str] | None = Field(None, description="only these streams; null = all")
-    container: Literal["fragmented", "standard"] = Field(
-        "fragmented",
-        description="fragmented: MP4 written fragment by fragment, a killed run (SIGKILL, power loss) keeps "
-        "all but about keyframe_s; standard: one index at the end, nothing playable until a clean stop",
-    )
-    keyframe_s: float = Field(
-        1.0, ge=0.04, le=60, description="seconds between keyframes, and the fragment length when fragmented"
-    )
-    fsync_s: float | None = Field(
-        5.0, gt=0, le=3600, description="force written video onto the disk this often and on close; null = the OS's"
-    )
-    segment_s: float | None = Field(
-        None,
-        ge=1,
-        le=7 * 86400,
-        description="start a new file every this many seconds of video (path needs {start} or {index}); "
-        "null = one file per run",
-    )
-    retention: Retention | None = Field(
-        None,
-        description="delete old files of each stream, this run's and earlier ones' (path needs {start} or "
-        "{index}); null = keep all",
-    )
-
-    @model_validator(mode="after")
-    def _placeholders(self) -> VideoOutput:
-        parent, _, name = self.path.rpartition("/")
-        if "{start}" in parent or "{index}" in parent:
-            raise ValueError("path: {start} and {index} may only appear in the file name, not in a folder")
-        if name.count("{start}") > 1 or name.count("{index}") > 1:
-            raise ValueError("path: {start} and {index} may each appear once")
-        numbered = "{start}" in name or "{index}" in name
-        if self.segment_s is not None and not numbered:
-            raise ValueError("segment_s needs {start} or {index} in path, or every segment overwrites the last")
-        if self.retention is not None and not numbered:
-            raise ValueError("retention needs {start} or {index} in path to tell its files apart")
-        return self
-
-
-class JsonlOutput(_Strict):
-    type: Literal["jsonl"]
-    path: str = Field("out/stats.jsonl", min_length=1, description="one JSON record per processed frame")
-
-
-class LiveOutput(_Strict):
-    type: Literal["live"]
-    max_fps: float = Field(10.0, gt=0, le=120, description="MJPEG frames per second per stream")
-    quality: int = Field(80, ge=10, le=100, description="JPEG quality")
-    width: int | None = Field(None, ge=64, le=7680, description="downscale for the browser; null = as is")
-
-
-class SnapshotOutput(_Strict):
-    type: Literal["snapshot"]
-    path: str = Field("out/snapshots/{stream}", min_length=1, description="folder per stream for PNG files")
-    every: int = Field(25, ge=1, le=1_000_000, description="keep one frame in this many")
-    raw: bool = Field(True, description="save the source frame (true) or the overlay (false)")
-
-
-class DisplayOutput(_Strict):
-    type: Literal["display"]
-
-
-class RtspOutput(_Strict):
-    type: Literal["rtsp"]
-    host: str = Field("127.0.0.1", description="bind address; loopback unless you mean it")
-    port: int = Field(8554, ge=0, le=65535, description="RTSP port; 0 picks a free one (logged)")
-    bitrate_kbps: int = Field(4000, ge=100, le=100_000, description="x264 target bitrate per stream")
-    fps: float | None = Field(
-        None, gt=0, le=_MAX_FPS, description="nominal rate in the stream's caps; default: the source's"
-    )
-    streams: list[str] | None = Field(None, description="only these streams; null = all")
-
-
-Output = Annotated[
-    VideoOutput | JsonlOutput | LiveOutput | SnapshotOutput | DisplayOutput | RtspOutput,
-    Field(discriminator="type"),
-]
+# The `outputs:` items: one model per kind in the output registry, chosen by `type`.
+if TYPE_CHECKING:
+    Output = OutputConfig
+else:
+    Output = Annotated[Union[tuple(k.config for k in OUTPUT_KINDS.values())], Field(discriminator="type")]  # noqa: UP007
 
 
 class HttpConfig(_Strict):
@@ -390,14 +285,15 @@ class PipelineConfig(_Strict):
     def _known_streams(cls, outputs: list[Output], info: ValidationInfo) -> list[Output]:
         names = {s.name for s in info.data.get("sources", [])}
         for i, o in enumerate(outputs):
-            if isinstance(o, VideoOutput | RtspOutput) and o.streams and names:
-                unknown = sorted(set(o.streams) - names)
+            only = o.selected_streams()
+            if only and names:
+                unknown = sorted(set(only) - names)
                 if unknown:
                     raise ValueError(f"output {i} ({o.type}) names unknown streams: {', '.join(unknown)}")
             # Streams sharing one video path would overwrite each other's file, and with retention
             # one stream's pruning would delete the file another is still writing.
-            if isinstance(o, VideoOutput | SnapshotOutput) and "{stream}" not in o.path:
-                reach = o.streams if isinstance(o, VideoOutput) and o.streams else sorted(names)
+            if kind_of(o).per_stream and "{stream}" not in getattr(o, "path", "{stream}"):
+                reach = only or sorted(names)
                 if len(reach) > 1:
                     raise ValueError(
                         f"output {i} ({o.type}): path needs {{stream}} when {len(reach)} streams write to it"
@@ -407,8 +303,9 @@ class PipelineConfig(_Strict):
     @field_validator("http")
     @classmethod
     def _live_needs_http(cls, http: HttpConfig, info: ValidationInfo) -> HttpConfig:
-        if any(isinstance(o, LiveOutput) for o in info.data.get("outputs", [])) and not http.enabled:
-            raise ValueError("a live output needs http.enabled: true")
+        for o in info.data.get("outputs", []):
+            if kind_of(o).needs_http and not http.enabled:
+                raise ValueError(f"a {o.type} output needs http.enabled: true")
         return http
 
     @field_validator("events")
@@ -603,7 +500,7 @@ def yaml_error_problem(e: yaml.YAMLError) -> str:
     return str(problem).splitlines()[0] if str(problem).strip() else type(e).__name__
 
 
-_OUTPUT_TAGS = {get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(Output)[0])}
+_OUTPUT_TAGS = set(OUTPUT_KINDS)
 
 
 def _redact_msg(msg: str) -> str:

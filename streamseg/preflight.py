@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from .backends import select_backend
-from .config import JsonlOutput, Output, PipelineConfig, SnapshotOutput, SourceConfig, VideoOutput, key_line
+from .config import Output, PipelineConfig, SourceConfig, key_line
 from .contract import LoadedModel, load_model
 from .errors import ConfigError, SourceError
 from .events.config import check_event_classes
+from .outputs.registry import kind_of
 from .uri import parse_source_uri, redact
 
 log = logging.getLogger(__name__)
@@ -120,18 +121,19 @@ def check_source(source: SourceConfig, index: int, file: str) -> None:
 
 def check_output(output: Output, index: int, streams: list[str], file: str) -> None:
     """A file output's folder must be creatable where ``run`` will create it (nothing is created here)."""
-    if not isinstance(output, VideoOutput | JsonlOutput | SnapshotOutput):
+    writes = kind_of(output).writes
+    path_template = getattr(output, "path", None)
+    if writes is None or path_template is None:
         return
-    if isinstance(output, VideoOutput) and output.streams:
-        streams = list(output.streams)
+    streams = output.selected_streams() or streams
 
     def fail(message: str) -> ConfigError:
         return ConfigError(f"{file}:{key_line(file, ('outputs', index, 'path'))}: outputs.{index}.path: {message}")
 
-    for name in streams if "{stream}" in output.path else streams[:1]:
-        path = Path(output.path.replace("{stream}", name))
-        folder = path if isinstance(output, SnapshotOutput) else path.parent
-        if not isinstance(output, SnapshotOutput) and path.is_dir():
+    for name in streams if "{stream}" in path_template else streams[:1]:
+        path = Path(path_template.replace("{stream}", name))
+        folder = path if writes == "folder" else path.parent
+        if writes == "file" and path.is_dir():
             raise fail(f"{path} is a folder")
         for parent in (folder, *folder.parents):
             if parent.exists():

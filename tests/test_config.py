@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamseg.config import VideoOutput, load_config, parse_config
+from streamseg.config import load_config, parse_config
 from streamseg.contract import load_model
 from streamseg.errors import ConfigError
+from streamseg.outputs.video import VideoOutput
 
 PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
 

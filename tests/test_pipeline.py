@@ -22,12 +22,12 @@ import streamseg.pipeline as pipeline_mod
 from streamseg.backends import REGISTRY
 from streamseg.backends.base import Backend
 from streamseg.cli import main
-from streamseg.config import JsonlOutput, parse_config
+from streamseg.config import parse_config
 from streamseg.contract import LoadedModel, TensorInfo, expected_input_shape
 from streamseg.errors import OutputError
 from streamseg.frames import SegResult
 from streamseg.outputs import Sink
-from streamseg.outputs.jsonl import JsonlSink
+from streamseg.outputs.jsonl import JsonlOutput, JsonlSink
 from streamseg.pipeline import Pipeline, RunSummary, StreamWorker
 from streamseg.server import HttpServer
 from streamseg.sources import Source

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamseg.config import VideoOutput, parse_config
+from streamseg.config import parse_config
 from streamseg.errors import ConfigError
 from streamseg.frames import Frame, SegResult
 from streamseg.media import VideoInput, count_frames
 from streamseg.metrics import Metrics
-from streamseg.outputs.video import FileNames, VideoSink, format_start
+from streamseg.outputs.video import FileNames, VideoOutput, VideoSink, format_start
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from ..config import DisplayOutput, JsonlOutput, LiveOutput, Output, RtspOutput, SnapshotOutput, VideoOutput
-from ..errors import ConfigError
-from ..events.config import EventsConfig
-from ..metrics import Metrics
-from ..server import LiveHub
-from .base import Sink
+from .base import Sink, SinkContext
+from .registry import kind_of
+
+if TYPE_CHECKING:
+    from ..config import Output
+    from ..events.config import EventsConfig
+    from ..metrics import Metrics
+    from ..server import LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -26,41 +29,15 @@ def build_sinks(
 ) -> list[Sink]:
     """One sink per configured output, then the events output of ``streams`` when ``events`` is
     set; a sink that cannot open raises OutputError."""
-    from .display import DisplaySink
-    from .jsonl import JsonlSink
-    from .live import LiveSink
-    from .rtsp import RtspSink
-    from .snapshot import SnapshotSink
-    from .video import VideoSink
-
-    def build(o: Output) -> Sink:
-        if isinstance(o, VideoOutput):
-            return VideoSink(o, fps_of, metrics)
-        if isinstance(o, JsonlOutput):
-            return JsonlSink(o, class_names)
-        if isinstance(o, LiveOutput):
-            if hub is None:  # the config's cross-check refuses this; a caller building sinks by hand may not
-                raise ConfigError("a live output needs http.enabled: true")
-            return LiveSink(o, hub, metrics)
-        if isinstance(o, SnapshotOutput):
-            return SnapshotSink(o)
-        if isinstance(o, DisplayOutput):
-            return DisplaySink()
-        if isinstance(o, RtspOutput):
-            return RtspSink(o, fps_of, metrics)
-        raise TypeError(f"no sink for {type(o).__name__}")  # a bug: an output model without its sink
-
+    ctx = SinkContext(class_names, fps_of, metrics, hub)
     # Outputs that claim a port or a window open first, files after them, and JSON Lines (which
     # truncates its file as it opens) last: a port in use or a bad video path fails the run before
     # any file output has truncated what the previous run left.
-    def rank(o: Output) -> int:
-        return 2 if isinstance(o, JsonlOutput) else 1 if isinstance(o, VideoOutput | SnapshotOutput) else 0
-
-    order = sorted(range(len(outputs)), key=lambda i: rank(outputs[i]))
+    order = sorted(range(len(outputs)), key=lambda i: kind_of(outputs[i]).rank)
     built: dict[int, Sink] = {}
     try:
         for i in order:
-            built[i] = build(outputs[i])
+            built[i] = kind_of(outputs[i]).open(outputs[i], ctx)
         if events is not None:  # last: it appends to its file and connects in the background
             from ..events.sink import EventsSink
 

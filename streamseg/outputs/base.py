@@ -1,15 +1,76 @@
 """The output interface: every sink receives each stream's results in order, from that
-stream's worker thread, and must finalize what it wrote in ``close`` even after errors."""
+stream's worker thread, and must finalize what it wrote in ``close`` even after errors.
+
+An output kind is one module that declares its config model (an ``OutputConfig``) beside its sink
+and a ``KIND`` (an ``OutputKind``: how to open it and what the checks before opening need to know);
+``outputs.registry`` lists the kinds, and the config's ``outputs:`` union is built from that list.
+"""
 
 from __future__ import annotations
 
 import abc
 import errno
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar, get_args
 
 import numpy as np
 
 from ..frames import SegResult
+from ..schema import Strict
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from ..server import LiveHub
+
+
+class OutputConfig(Strict):
+    """One item of ``outputs:``; each kind narrows ``type`` to its own name (the union's tag)."""
+
+    type: str
+
+    @classmethod
+    def type_name(cls) -> str:
+        return str(get_args(cls.model_fields["type"].annotation)[0])
+
+    def selected_streams(self) -> list[str] | None:
+        """The streams this output is limited to (its ``streams`` key); None = all."""
+        return None
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What sinks are opened with, beside their own config."""
+
+    class_names: list[str]
+    fps_of: Callable[[str], float | None]
+    metrics: Metrics
+    hub: LiveHub | None
+
+
+C = TypeVar("C", bound=OutputConfig)
+
+
+@dataclass(frozen=True)
+class OutputKind(Generic[C]):
+    """An output kind's entry in the registry."""
+
+    config: type[C]
+    open: Callable[[C, SinkContext], Sink]
+    # Order of opening: 0 claims a port or a window, 1 writes files, 2 truncates a file as it opens.
+    # A port in use or a bad video path then fails the run before any file output has truncated
+    # what the previous run left.
+    rank: int = 0
+    # What ``path`` names, for the checks before opening: a file, a folder of files, or nothing.
+    writes: Literal["file", "folder"] | None = None
+    # The path must hold {stream} when several streams write to it (else they overwrite each other).
+    per_stream: bool = False
+    needs_http: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.type_name()
 
 
 class Sink(abc.ABC):

@@ -6,13 +6,18 @@ import contextlib
 import os
 import queue
 import threading
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from ..errors import OutputError
 from ..frames import SegResult
-from .base import Sink
+from .base import OutputConfig, OutputKind, Sink
+
+
+class DisplayOutput(OutputConfig):
+    type: Literal["display"]
 
 
 def display_unavailable_reason() -> str | None:
@@ -53,3 +58,6 @@ class DisplaySink(Sink):
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(2)
+
+
+KIND = OutputKind(DisplayOutput, lambda cfg, ctx: DisplaySink())

@@ -6,14 +6,19 @@ import contextlib
 import json
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
+from pydantic import Field
 
-from ..config import JsonlOutput
 from ..errors import OutputError
 from ..frames import SegResult
-from .base import Sink, make_parent
+from .base import OutputConfig, OutputKind, Sink, make_parent
+
+
+class JsonlOutput(OutputConfig):
+    type: Literal["jsonl"]
+    path: str = Field("out/stats.jsonl", min_length=1, description="one JSON record per processed frame")
 
 
 def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
@@ -81,3 +86,7 @@ class JsonlSink(Sink):
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+# Last of all: it truncates its file as it opens.
+KIND = OutputKind(JsonlOutput, lambda cfg, ctx: JsonlSink(cfg, ctx.class_names), rank=2, writes="file")

@@ -4,15 +4,26 @@ and only while a browser watches (the latest picture is still kept for /stream/N
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from ..config import LiveOutput
+from ..errors import ConfigError
 from ..frames import SegResult
-from ..metrics import Metrics
-from ..server import LiveHub
-from .base import Sink
+from .base import OutputConfig, OutputKind, Sink, SinkContext
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from ..server import LiveHub
+
+
+class LiveOutput(OutputConfig):
+    type: Literal["live"]
+    max_fps: float = Field(10.0, gt=0, le=120, description="MJPEG frames per second per stream")
+    quality: int = Field(80, ge=10, le=100, description="JPEG quality")
+    width: int | None = Field(None, ge=64, le=7680, description="downscale for the browser; null = as is")
 
 
 class LiveSink(Sink):
@@ -43,3 +54,12 @@ class LiveSink(Sink):
         if ok:
             self.hub.publish(stream, jpeg.tobytes())
         self._encode.observe(time.perf_counter() - start)
+
+
+def _open(cfg: LiveOutput, ctx: SinkContext) -> LiveSink:
+    if ctx.hub is None:  # the config's cross-check refuses this; a caller building sinks by hand may not
+        raise ConfigError("a live output needs http.enabled: true")
+    return LiveSink(cfg, ctx.hub, ctx.metrics)
+
+
+KIND = OutputKind(LiveOutput, _open, needs_http=True)

@@ -12,17 +12,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from ..config import RtspOutput
 from ..frames import SegResult
 from ..gst import RtspServer, even_size  # gi itself loads only when a server starts
-from ..metrics import Metrics
-from .base import Sink
+from ..schema import MAX_FPS
+from .base import OutputConfig, OutputKind, Sink
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class RtspOutput(OutputConfig):
+    type: Literal["rtsp"]
+    host: str = Field("127.0.0.1", description="bind address; loopback unless you mean it")
+    port: int = Field(8554, ge=0, le=65535, description="RTSP port; 0 picks a free one (logged)")
+    bitrate_kbps: int = Field(4000, ge=100, le=100_000, description="x264 target bitrate per stream")
+    fps: float | None = Field(
+        None, gt=0, le=MAX_FPS, description="nominal rate in the stream's caps; default: the source's"
+    )
+    streams: list[str] | None = Field(None, description="only these streams; null = all")
+
+    def selected_streams(self) -> list[str] | None:
+        return self.streams
 
 
 class RtspSink(Sink):
@@ -61,3 +79,6 @@ class RtspSink(Sink):
 
     def close(self) -> None:
         self.server.close()
+
+
+KIND = OutputKind(RtspOutput, lambda cfg, ctx: RtspSink(cfg, ctx.fps_of, ctx.metrics))

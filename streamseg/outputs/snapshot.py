@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from ..config import SnapshotOutput
 from ..errors import OutputError
 from ..frames import SegResult
-from .base import Sink, make_parent
+from .base import OutputConfig, OutputKind, Sink, make_parent
+
+
+class SnapshotOutput(OutputConfig):
+    type: Literal["snapshot"]
+    path: str = Field("out/snapshots/{stream}", min_length=1, description="folder per stream for PNG files")
+    every: int = Field(25, ge=1, le=1_000_000, description="keep one frame in this many")
+    raw: bool = Field(True, description="save the source frame (true) or the overlay (false)")
 
 
 class SnapshotSink(Sink):
@@ -33,3 +41,6 @@ class SnapshotSink(Sink):
             raise OutputError(f"snapshot output {path}: {e}") from None
         if not ok:
             raise OutputError(f"snapshot output {path}: cannot write")
+
+
+KIND = OutputKind(SnapshotOutput, lambda cfg, ctx: SnapshotSink(cfg), rank=1, writes="folder", per_stream=True)

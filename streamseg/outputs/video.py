@@ -16,17 +16,90 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from ..config import VideoOutput
 from ..errors import OutputError
 from ..frames import SegResult
 from ..media import VideoEncoder, describe_error
-from ..metrics import Metrics
-from .base import Sink, make_parent
+from ..schema import MAX_FPS, Strict
+from .base import OutputConfig, OutputKind, Sink, make_parent
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class Retention(Strict):
+    """Which recordings of a video output to keep; the oldest go first, whichever limit is hit."""
+
+    max_files: int | None = Field(None, ge=1, le=1_000_000, description="keep at most this many files per stream")
+    max_bytes: int | None = Field(
+        None, ge=1, le=1 << 60, description="keep the closed files of a stream within this many bytes"
+    )
+    max_age_s: float | None = Field(
+        None, gt=0, le=10 * 365 * 86400, description="delete files last written longer ago than this"
+    )
+
+
+class VideoOutput(OutputConfig):
+    type: Literal["video"]
+    path: str = Field(
+        "out/{stream}.mp4",
+        min_length=1,
+        description="H.264 MP4 per stream; {stream} is replaced, and in the file name {start} (UTC start "
+        "time, 20260131T235959.123Z) and {index} (000000, continuing after the files already there)",
+    )
+    fps: float | None = Field(None, gt=0, le=MAX_FPS, description="nominal rate; default: the source's")
+    crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+    ] = Field("ultrafast", description="x264 preset")
+    streams: list[str] | None = Field(None, description="only these streams; null = all")
+    container: Literal["fragmented", "standard"] = Field(
+        "fragmented",
+        description="fragmented: MP4 written fragment by fragment, a killed run (SIGKILL, power loss) keeps "
+        "all but about keyframe_s; standard: one index at the end, nothing playable until a clean stop",
+    )
+    keyframe_s: float = Field(
+        1.0, ge=0.04, le=60, description="seconds between keyframes, and the fragment length when fragmented"
+    )
+    fsync_s: float | None = Field(
+        5.0, gt=0, le=3600, description="force written video onto the disk this often and on close; null = the OS's"
+    )
+    segment_s: float | None = Field(
+        None,
+        ge=1,
+        le=7 * 86400,
+        description="start a new file every this many seconds of video (path needs {start} or {index}); "
+        "null = one file per run",
+    )
+    retention: Retention | None = Field(
+        None,
+        description="delete old files of each stream, this run's and earlier ones' (path needs {start} or "
+        "{index}); null = keep all",
+    )
+
+    def selected_streams(self) -> list[str] | None:
+        return self.streams
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> VideoOutput:
+        parent, _, name = self.path.rpartition("/")
+        if "{start}" in parent or "{index}" in parent:
+            raise ValueError("path: {start} and {index} may only appear in the file name, not in a folder")
+        if name.count("{start}") > 1 or name.count("{index}") > 1:
+            raise ValueError("path: {start} and {index} may each appear once")
+        numbered = "{start}" in name or "{index}" in name
+        if self.segment_s is not None and not numbered:
+            raise ValueError("segment_s needs {start} or {index} in path, or every segment overwrites the last")
+        if self.retention is not None and not numbered:
+            raise ValueError("retention needs {start} or {index} in path to tell its files apart")
+        return self
+
 
 # {start}: UTC, millisecond resolution so that segments of a file read faster than real time get
 # distinct names; fixed width, so names sort in time order.
@@ -253,3 +326,8 @@ class VideoSink(Sink):
         failures = [f for f in (rec.close() for rec in recordings) if f]
         if failures:
             raise OutputError("; ".join(failures))
+
+
+KIND = OutputKind(
+    VideoOutput, lambda cfg, ctx: VideoSink(cfg, ctx.fps_of, ctx.metrics), rank=1, writes="file", per_stream=True
+)
