@@ -30,8 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.support from a checkout
 
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
-from streamseg.backends.triton import TritonBackend  # noqa: E402
-from streamseg.config import TritonConfig  # noqa: E402
+from streamseg.backends.triton import TritonBackend, TritonConfig  # noqa: E402
 from streamseg.contract import load_model  # noqa: E402
 from streamseg.media import VideoInput  # noqa: E402
 from streamseg.preprocess import preprocess  # noqa: E402

@@ -341,8 +341,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from .backends.tensorrt import TensorRTBackend
-    from .config import CalibrationConfig, TensorRTConfig
+    from .backends.tensorrt import CalibrationConfig, TensorRTBackend, TensorRTConfig
     from .contract import load_model
 
     _within("--max-batch", args.max_batch, 1, 64)  # batch.max_batch's bounds

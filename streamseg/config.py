@@ -14,13 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from .backends import DEFAULT_ORDER as DEFAULT_BACKEND_ORDER
+from .backends import REGISTRY as BACKENDS
 from .errors import ConfigError
 from .events.config import EventsConfig
 from .outputs.base import OutputConfig
@@ -124,98 +128,50 @@ class SourceConfig(_Strict):
         return redact(self.uri)
 
 
-BackendName = Literal["onnxruntime", "tensorrt", "torch"]
-_DEFAULT_ORDER: tuple[BackendName, ...] = ("tensorrt", "torch", "onnxruntime")
+# `model.backend`, `model.prefer` and a section per backend with settings (model.tensorrt, ...):
+# built from the backend table, each section's model declared beside its backend.
+if TYPE_CHECKING:
+    BackendName = str
+    BackendChoice = str
+else:
+    BackendName = Literal[tuple(n for n, c in BACKENDS.items() if not c.remote)]
+    BackendChoice = Literal[("auto", *BACKENDS)]
 
 
-class CalibrationConfig(_Strict):
-    data: str = Field(description="folder of images, or a video file/URI whose first frames are used")
-    frames: int = Field(200, ge=1, le=100_000, description="frames fed to the INT8 calibrator")
-    batch: int = Field(8, ge=1, le=256, description="calibration batch size")
-    cache: str | None = Field(None, description="calibration cache file; default: next to the engine")
-
-
-class TensorRTConfig(_Strict):
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
-    opt_batch: int | None = Field(None, ge=1, le=64, description="batch TensorRT tunes for; default: batch.max_batch")
-    workspace_mb: int = Field(1024, ge=16, le=1 << 20, description="builder workspace limit")
-    dla_core: int | None = Field(None, ge=0, le=15, description="Jetson DLA core, with GPU fallback; null = GPU only")
-    cache_dir: str = Field("engines", description="where engines, sidecars and the timing cache live")
-    rebuild: bool = Field(True, description="rebuild a cached engine whose key does not match; false = refuse")
-    min_agreement: float = Field(
-        0.99, ge=0, le=1, description="pixel agreement with ONNX Runtime a new engine needs to go live"
-    )
-    gate_frames: int = Field(8, ge=1, le=1024, description="frames compared with ONNX Runtime after a build")
-    calibration: CalibrationConfig | None = Field(None, description="INT8 calibration input (precision int8)")
-
-    @model_validator(mode="after")
-    def _int8_needs_data(self) -> TensorRTConfig:
-        if self.precision == "int8" and self.calibration is None:
-            raise ValueError("precision int8 needs a calibration section (data: images folder or video)")
-        return self
-
-
-class TorchConfig(_Strict):
-    fp16: bool = Field(True, description="CUDA: FP16 autocast (labels checked against FP32 in the GPU tests)")
-    cuda_graphs: bool = Field(
-        False, description="CUDA: capture one CUDA graph per batch size and replay it (fixed shapes only)"
-    )
-
-
-class TritonConfig(_Strict):
-    """A Triton Inference Server that runs the model (``backend: triton``); never tried by ``auto``:
-    a remote server is an operator's explicit choice."""
-
-    url: str = Field(
-        "127.0.0.1:8001",
-        min_length=1,
-        pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$",
-        description="host:port of the server (gRPC: 8001 by default, HTTP: 8000); no scheme, no credentials",
-    )
-    protocol: Literal["grpc", "http"] = Field("grpc", description="Triton's gRPC or HTTP/REST API")
-    model_name: str | None = Field(
-        None, min_length=1, description="model name in the server's repository; default: the sidecar's name"
-    )
-    model_version: int | None = Field(None, ge=1, description="model version; null = the server's version policy")
-    connect_timeout_s: float = Field(
-        5.0, gt=0, le=300, description="start-up and reconnect probes (live, ready, metadata) give up after this long"
-    )
-    infer_timeout_s: float = Field(
-        10.0, gt=0, le=_HOUR, description="one batch's round trip fails after this long (its frames are dropped)"
-    )
-    backoff_initial_s: float = Field(
-        0.5, gt=0, le=60, description="after a failed batch, wait this long before trying the server again"
-    )
-    backoff_max_s: float = Field(
-        5.0, gt=0, le=60, description="back-off cap: a returning server is used again within this long"
-    )
-
-    @model_validator(mode="after")
-    def _initial_within_cap(self) -> TritonConfig:
-        if self.backoff_initial_s > self.backoff_max_s:
-            raise ValueError(
-                f"backoff_initial_s ({self.backoff_initial_s:g}) must not exceed backoff_max_s ({self.backoff_max_s:g})"
-            )
-        return self
-
-
-class ModelConfig(_Strict):
+class _ModelBase(_Strict):
     path: str = Field(description="bundled model name or path to a sidecar (.json/.yaml) or .onnx")
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch", "triton"] = Field(
+    backend: BackendChoice = Field(
         "auto",
         description="engine to run the model; auto takes the first available of `prefer`; triton (a remote "
         "server) is only used when named here",
     )
     prefer: list[BackendName] = Field(
-        default_factory=lambda: list(_DEFAULT_ORDER),
+        default_factory=lambda: list(DEFAULT_BACKEND_ORDER),
         min_length=1,
         description="order tried by backend: auto",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run inference")
     threads: int = Field(0, ge=0, le=1024, description="CPU inference threads; 0 = library default")
-    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT engine settings")
-    torch: TorchConfig = Field(default_factory=TorchConfig, description="torch backend settings")
-    triton: TritonConfig = Field(default_factory=TritonConfig, description="Triton server settings (backend: triton)")
+
+    def options(self, backend: str) -> BaseModel | None:
+        """The backend's own section (``model.tensorrt`` for tensorrt, ...); None for one without settings."""
+        cls = BACKENDS.get(backend)
+        return getattr(self, backend) if cls is not None and cls.options_model is not None else None
+
+
+if TYPE_CHECKING:
+    ModelConfig = _ModelBase
+else:
+    ModelConfig = create_model(
+        "ModelConfig",
+        __base__=_ModelBase,
+        __module__=__name__,
+        **{
+            name: (cls.options_model, Field(default_factory=cls.options_model, description=cls.options_description))
+            for name, cls in BACKENDS.items()
+            if cls.options_model is not None
+        },
+    )
 
 
 class BatchConfig(_Strict):

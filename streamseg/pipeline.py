@@ -189,7 +189,7 @@ class Pipeline:
             cfg.model.device,
             cfg.model.threads,
             cfg.batch.max_batch,
-            {"tensorrt": cfg.model.tensorrt, "torch": cfg.model.torch, "triton": cfg.model.triton},
+            cfg.model,
         )
         with backend:  # loads, checks the contract, warms up
             self.backend_description = summary.backend = backend.description
@@ -223,6 +223,7 @@ class Pipeline:
                     lambda: self._health(sources),
                     self.status,
                     self.palette,
+                    config=lambda: self.cfg,
                 )
             try:
                 fps_of = lambda n: by_name[n].fps  # noqa: E731
@@ -242,7 +243,7 @@ class Pipeline:
                 for i, sink in enumerate(sinks):
                     m.output_errors.labels(output_label(i, sink), s.name)
             if hub is not None:
-                m.live_viewers.set_function(lambda: hub.clients)
+                m.live_viewers.set_function(hub.viewers)
             status_done = threading.Event()
             try:
                 if self.http is not None:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .backends import select_backend
+from .backends.tensorrt import TensorRTConfig
 from .config import Output, PipelineConfig, SourceConfig, key_line
 from .contract import LoadedModel, load_model
 from .errors import ConfigError, SourceError
@@ -45,7 +46,7 @@ def check_model(cfg: PipelineConfig, model: LoadedModel) -> str:
         m.device,
         m.threads,
         cfg.batch.max_batch,
-        {"tensorrt": m.tensorrt, "torch": m.torch, "triton": m.triton},  # triton: the server's model is checked
+        m,  # triton: the server's model is checked
     )
     if backend.name == "tensorrt":  # entering it would build an engine: check the graph's I/O with ONNX Runtime
         check_calibration(cfg)
@@ -73,8 +74,8 @@ def check_overlay(cfg: PipelineConfig, model: LoadedModel, file: str | None = No
 
 def check_calibration(cfg: PipelineConfig) -> None:
     """INT8 calibration data that is a local path must exist (a URI is opened at build time)."""
-    t = cfg.model.tensorrt
-    if t.precision != "int8" or t.calibration is None:
+    t = cfg.model.options("tensorrt")
+    if not isinstance(t, TensorRTConfig) or t.precision != "int8" or t.calibration is None:
         return
     data = t.calibration.data
     if "://" not in data and not Path(data).exists():

@@ -103,7 +103,7 @@ class CloseFailingSink(Recorder):
 def fake_backend(monkeypatch: pytest.MonkeyPatch, make_model: Callable[..., LoadedModel]) -> LoadedModel:
     """Config `backend: onnxruntime` gets FakeBackend; the model is a tiny 3-class sidecar."""
     EVENTS.clear()
-    monkeypatch.setitem(REGISTRY, "onnxruntime", (__name__, "FakeBackend"))
+    monkeypatch.setitem(REGISTRY, "onnxruntime", FakeBackend)
     return make_model()
 
 

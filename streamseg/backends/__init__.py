@@ -1,35 +1,42 @@
-"""Backend selection: an explicit ordered list, with the reason each skipped one was skipped.
+"""The backends, in one table, and their selection: an explicit ordered list, with the reason each
+skipped one was skipped.
 
-Backends are named here and imported only when chosen, so listing them costs nothing.
+Each backend module declares its settings model beside its class (``Backend.options_model``); the
+config builds ``model.backend``, ``model.prefer`` and the ``model.<name>:`` sections from this
+table. The modules are light: each imports its library (onnxruntime, torch, tensorrt,
+tritonclient) only when it loads a model or is asked whether it can run.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contract import LoadedModel
 from ..errors import BackendError
 from .base import Backend
+from .onnxruntime import OnnxRuntimeBackend
+from .tensorrt import TensorRTBackend
+from .torch import TorchBackend
+from .triton import TritonBackend
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-# name -> (module, class). The TensorRT and torch backends plug in here.
-REGISTRY: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("streamseg.backends.onnxruntime", "OnnxRuntimeBackend"),
-    "torch": ("streamseg.backends.torch", "TorchBackend"),
-    "tensorrt": ("streamseg.backends.tensorrt", "TensorRTBackend"),
-    # Remote: only when `backend: triton` names it (never in `prefer`; a server needs its URL).
-    "triton": ("streamseg.backends.triton", "TritonBackend"),
+# name -> class; the order is the one the config's messages list them in.
+REGISTRY: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (OnnxRuntimeBackend, TensorRTBackend, TorchBackend, TritonBackend)
 }
+# What `backend: auto` tries when `prefer` is not given (remote backends are never tried).
+DEFAULT_ORDER: tuple[str, ...] = ("tensorrt", "torch", "onnxruntime")
 
 
 def backend_class(name: str) -> type[Backend]:
     if name not in REGISTRY:
         raise BackendError(f"backend '{name}' is not part of this build (have: {', '.join(REGISTRY)})")
-    module, cls = REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return REGISTRY[name]
 
 
 def select_backend(
@@ -39,9 +46,10 @@ def select_backend(
     device: str = "auto",
     threads: int = 0,
     max_batch: int = 1,
-    options: dict[str, Any] | None = None,
+    settings: ModelConfig | None = None,
 ) -> Backend:
-    """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``.
+    """Instantiate the chosen backend, or for 'auto' the first available one in ``prefer``; it
+    receives its own section of ``settings`` (``model.tensorrt`` for tensorrt, ...) as its options.
 
     With ``device: auto``, GPU-capable backends are tried on the GPU first; only when none of the
     list can run does a second pass accept the CPU (so a torch checkpoint still runs on a laptop,
@@ -60,9 +68,8 @@ def select_backend(
             why = cls.model_unsupported_reason(model) or cls.unavailable_reason(attempt)
             if why is None:
                 log.info("backend %s selected%s", name, " (CPU fallback)" if attempt != device else "")
-                return cls(
-                    model, device=attempt, threads=threads, max_batch=max_batch, options=(options or {}).get(name)
-                )
+                options: Any = settings.options(name) if settings is not None else None
+                return cls(model, device=attempt, threads=threads, max_batch=max_batch, options=options)
             if reasons.get(name, why) != why:
                 why = f"{reasons[name]}; on cpu: {why}"
             reasons[name] = why

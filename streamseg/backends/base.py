@@ -17,6 +17,7 @@ import numpy as np
 
 from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
+from ..schema import Strict
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +33,19 @@ class Backend(abc.ABC):
     """Runs one model on batches of preprocessed frames; subclasses write ``_load``/``_infer``."""
 
     name: ClassVar[str]
+    # Its settings: the section of ``model:`` named after the backend (model.tensorrt, ...), whose
+    # model the config builds ModelConfig from; the instance receives it as ``options``.
+    options_model: ClassVar[type[Strict] | None] = None
+    options_description: ClassVar[str] = ""
+    # A remote server: never tried by ``backend: auto`` (not allowed in ``prefer``), only when named.
+    remote: ClassVar[bool] = False
     last_labels: Any = None  # device class maps of the last batch, for backends with device_frames()
 
     def __init__(
         self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1, options: Any = None
     ) -> None:
         self.model = model
-        self.options = options  # backend-specific settings (TensorRT: config.TensorRTConfig)
+        self.options = options  # its options_model instance (TensorRT: TensorRTConfig), or None
         self.contract = model.contract
         self.device = device
         self.threads = threads

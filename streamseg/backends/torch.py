@@ -8,13 +8,22 @@ torch itself is imported only through ``streamseg.models._torch``.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ..contract import TensorInfo
 from ..errors import BackendError, ModelError
+from ..schema import Strict
 from .base import Backend, RuntimeInfo
+
+
+class TorchConfig(Strict):
+    fp16: bool = Field(True, description="CUDA: FP16 autocast (labels checked against FP32 in the GPU tests)")
+    cuda_graphs: bool = Field(
+        False, description="CUDA: capture one CUDA graph per batch size and replay it (fixed shapes only)"
+    )
 
 
 def _cuda_available() -> bool:
@@ -25,6 +34,8 @@ def _cuda_available() -> bool:
 
 class TorchBackend(Backend):
     name = "torch"
+    options_model: ClassVar[type[Strict] | None] = TorchConfig
+    options_description: ClassVar[str] = "torch backend settings"
 
     @property
     def fp16(self) -> bool:

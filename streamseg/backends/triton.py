@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from .._deps import require
-from ..config import TritonConfig
 from ..contract import TensorInfo
 from ..errors import BackendError, MissingDependencyError, ModelError, TransientBackendError
+from ..schema import HOUR, Strict
 from .base import Backend, RuntimeInfo
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,43 @@ _TRITON_TYPES = {
     "INT64": "int64",
     "BOOL": "bool",
 }
+
+
+class TritonConfig(Strict):
+    """A Triton Inference Server that runs the model (``backend: triton``); never tried by ``auto``:
+    a remote server is an operator's explicit choice."""
+
+    url: str = Field(
+        "127.0.0.1:8001",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$",
+        description="host:port of the server (gRPC: 8001 by default, HTTP: 8000); no scheme, no credentials",
+    )
+    protocol: Literal["grpc", "http"] = Field("grpc", description="Triton's gRPC or HTTP/REST API")
+    model_name: str | None = Field(
+        None, min_length=1, description="model name in the server's repository; default: the sidecar's name"
+    )
+    model_version: int | None = Field(None, ge=1, description="model version; null = the server's version policy")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="start-up and reconnect probes (live, ready, metadata) give up after this long"
+    )
+    infer_timeout_s: float = Field(
+        10.0, gt=0, le=HOUR, description="one batch's round trip fails after this long (its frames are dropped)"
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, le=60, description="after a failed batch, wait this long before trying the server again"
+    )
+    backoff_max_s: float = Field(
+        5.0, gt=0, le=60, description="back-off cap: a returning server is used again within this long"
+    )
+
+    @model_validator(mode="after")
+    def _initial_within_cap(self) -> TritonConfig:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s ({self.backoff_initial_s:g}) must not exceed backoff_max_s ({self.backoff_max_s:g})"
+            )
+        return self
 
 
 def _client_module(protocol: str) -> Any:
@@ -58,6 +96,9 @@ def _first_line(e: BaseException) -> str:
 
 class TritonBackend(Backend):
     name = "triton"
+    options_model: ClassVar[type[Strict] | None] = TritonConfig
+    options_description: ClassVar[str] = "Triton server settings (backend: triton)"
+    remote = True
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamseg.backends.tensorrt import TensorRTBackend
-from streamseg.config import TensorRTConfig, TorchConfig
+from streamseg.backends.tensorrt import TensorRTBackend, TensorRTConfig
+from streamseg.backends.torch import TorchConfig
 from streamseg.contract import load_model
 from streamseg.postprocess import to_class_maps
 

@@ -25,9 +25,8 @@ from onnx import numpy_helper
 
 from streamseg.backends import tensorrt as backend_module
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend
-from streamseg.backends.tensorrt import TensorRTBackend, build_engine
+from streamseg.backends.tensorrt import CalibrationConfig, TensorRTBackend, TensorRTConfig, build_engine
 from streamseg.cli import main
-from streamseg.config import CalibrationConfig, TensorRTConfig
 from streamseg.contract import LoadedModel, expected_input_shape, load_model, sha256_file
 from streamseg.doctor import cuda_driver
 from streamseg.engines import CalibrationBatches, EngineKey, cached_key, sidecar_path

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from streamseg.backends import REGISTRY, select_backend
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend
-from streamseg.config import ModelConfig, TritonConfig
+from streamseg.backends.triton import TritonConfig
+from streamseg.config import ModelConfig
 from streamseg.contract import load_model
 from streamseg.errors import BackendError
 

@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend
-from streamseg.backends.triton import TritonBackend
-from streamseg.config import TritonConfig
+from streamseg.backends.triton import TritonBackend, TritonConfig
 from streamseg.contract import load_model
 from streamseg.errors import BackendError, ModelError, TransientBackendError
 from streamseg.media import VideoInput
