@@ -153,3 +153,18 @@ def test_every_backend_gives_the_reference_labels(
     np.testing.assert_array_equal(to_class_maps(out, c), expected)
     np.testing.assert_array_equal(to_class_maps(single, c)[0], expected[1])
     assert batch.shape == expected_input_shape(c, 3)
+
+
+def test_model_config_has_a_section_per_backend_with_settings() -> None:
+    """model.<name>: comes from each backend's options_model; prefer never lists a remote backend."""
+    from streamseg.config import ModelConfig
+
+    m = ModelConfig(path="m")
+    for name, cls in REGISTRY.items():
+        options = m.options(name)
+        assert (options is None) == (cls.options_model is None), name
+        if cls.options_model is not None:
+            assert type(options) is cls.options_model and name in ModelConfig.model_fields
+    assert m.prefer == ["tensorrt", "torch", "onnxruntime"]
+    with pytest.raises(ValueError, match="Input should be 'onnxruntime', 'tensorrt' or 'torch'"):
+        ModelConfig(path="m", prefer=["triton"])  # type: ignore[list-item]
