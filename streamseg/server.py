@@ -1,64 +1,147 @@
-"""HTTP endpoints of a running pipeline: the live view (index page + one MJPEG stream per
-stream), /metrics for Prometheus and /healthz. Binds 127.0.0.1 unless configured otherwise.
+"""HTTP endpoints of a running pipeline, served by FastAPI on uvicorn in a thread of its own:
 
-The page shows stream names only, never URLs, so no password can reach a browser.
+- ``/`` (``/index.html``): the live page, ``/stream/NAME.mjpg`` (MJPEG) and ``/stream/NAME.jpg``;
+- ``/metrics`` for Prometheus and ``/healthz`` (200 or 503, JSON) for probes;
+- the read-only API: ``/api/streams`` (state and counters), ``/api/config`` (the effective
+  configuration, every password and secret masked) and ``/openapi.json`` describing them.
+  ``/docs`` is off: its page loads JavaScript from a CDN, which an offline site cannot reach.
+
+Binds 127.0.0.1 unless configured otherwise. Changes over the API will need a token
+(``STREAMSEG_API_TOKEN``) when bound beyond loopback: ``ChangeAuth`` decides; no change endpoint
+exists yet. The page shows stream names only, never URLs, so no password can reach a browser.
+
+FastAPI and uvicorn are imported when a server is built, never by ``import streamseg``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import hmac
 import html
-import json
+import ipaddress
 import logging
-import sys
+import os
+import re
+import socket
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlsplit
-
-from prometheus_client import CONTENT_TYPE_LATEST
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .errors import OutputError
 from .status import StreamStatus
+from .uri import redact
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
     from .overlay import Palette
 
 log = logging.getLogger(__name__)
 _BOUNDARY = "streamsegframe"
+TOKEN_ENV = "STREAMSEG_API_TOKEN"
+MASK = "***"
+STOP_GRACE_S = 1.0  # how long stop() lets responses finish before cutting their connections
 
 
 class LiveHub:
-    """Latest JPEG per stream, with a condition MJPEG clients wait on."""
+    """Latest JPEG per stream. The live output publishes from pipeline threads; the server's
+    viewers wait for new pictures on its event loop (``watch``), each counted while it watches."""
 
     def __init__(self, streams: list[str]) -> None:
         self.streams = list(streams)
         self._latest: dict[str, tuple[int, bytes]] = {}
-        self._cond = threading.Condition()
-        self.clients = 0
+        self._lock = threading.Lock()
+        self._wakers: dict[str, set[Callable[[], None]]] = {}
+        self._viewers = 0
         self.closed = False
 
     def publish(self, stream: str, jpeg: bytes) -> None:
-        with self._cond:
+        with self._lock:
             seq = self._latest.get(stream, (0, b""))[0] + 1
             self._latest[stream] = (seq, jpeg)
-            self._cond.notify_all()
+            wakers = list(self._wakers.get(stream, ()))
+        for wake in wakers:
+            wake()
 
     def latest(self, stream: str) -> tuple[int, bytes] | None:
-        with self._cond:
+        """The newest (sequence number, JPEG) of ``stream``; None before its first picture."""
+        with self._lock:
             return self._latest.get(stream)
 
-    def wait_next(self, stream: str, after: int, timeout: float) -> tuple[int, bytes] | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self.closed or self._latest.get(stream, (0, b""))[0] > after, timeout)
-            item = self._latest.get(stream)
-            return item if item and item[0] > after else None
+    def viewers(self) -> int:
+        """MJPEG clients watching now (any stream)."""
+        with self._lock:
+            return self._viewers
+
+    @property
+    def clients(self) -> int:
+        """Same as ``viewers()``: the live output paces itself on it."""
+        return self.viewers()
+
+    @contextlib.contextmanager
+    def watch(self, stream: str) -> Iterator[Viewer]:
+        """Count one viewer of ``stream`` for the block; its ``Viewer`` awaits new pictures on the
+        running event loop. The count and the wake-up are undone on leaving, however it is left."""
+        viewer = Viewer(self, stream, asyncio.get_running_loop())
+        with self._lock:
+            self._viewers += 1
+            self._wakers.setdefault(stream, set()).add(viewer.wake)
+        try:
+            yield viewer
+        finally:
+            with self._lock:
+                self._viewers -= 1
+                self._wakers[stream].discard(viewer.wake)
+
+    def _look(self, stream: str, event: asyncio.Event) -> tuple[bool, tuple[int, bytes] | None]:
+        """(closed, latest item) for a viewer, clearing its event under the lock: a publish after
+        this look wakes it again, so no picture is missed between the look and the wait."""
+        with self._lock:
+            event.clear()
+            return self.closed, self._latest.get(stream)
 
     def close(self) -> None:
-        with self._cond:
+        """End every viewer's stream (the server is stopping)."""
+        with self._lock:
             self.closed = True
-            self._cond.notify_all()
+            wakers = [w for ws in self._wakers.values() for w in ws]
+        for wake in wakers:
+            wake()
+
+
+class Viewer:
+    """One MJPEG client's view of a stream (made by ``LiveHub.watch``)."""
+
+    def __init__(self, hub: LiveHub, stream: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._hub = hub
+        self._stream = stream
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._seq = 0
+
+    def wake(self) -> None:
+        """Called from any thread when a picture is published or the hub closes."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def pictures(self) -> AsyncIterator[bytes]:
+        """Each picture newer than the last one given, as it arrives (a slow client skips the ones
+        it had no time for); ends when the hub closes."""
+        while True:
+            closed, item = self._hub._look(self._stream, self._event)
+            if closed:
+                return
+            if item is not None and item[0] > self._seq:
+                self._seq = item[0]
+                yield item[1]
+            else:
+                await self._event.wait()
 
 
 def _class_rows(palette: Palette | None) -> str:
@@ -183,20 +266,254 @@ poll();
     return page.encode()
 
 
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
-        """A client that hangs up mid-request or mid-response (a closed tab, a scraper's timeout)
-        is routine: one debug line instead of socketserver's traceback on stderr. Anything else is a
-        bug and keeps its traceback."""
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError):
-            log.debug("http client %s went away: %s", client_address[0], error)
-        else:
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
+# --- the effective configuration, as the API shows it ----------------------------------------
+# A key is secret when one of its words (split at _ - .) is one of these: access_token, X-Api-Key,
+# X-Amz-Signature, client_secret, password; not keepalive_s or path.
+_SECRET_WORDS = {"password", "passwd", "pass", "pwd", "secret", "token", "key", "apikey", "auth"}
+_SECRET_WORDS |= {"authorization", "credential", "credentials", "signature", "sig", "session", "cookie"}
+_QUERY_VALUE = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+
+
+def _secret_key(key: str) -> bool:
+    return any(word in _SECRET_WORDS for word in re.split(r"[_.\-]", key.lower()))
+
+
+def _mask_uri(text: str) -> str:
+    """A URI with its password and any secret-looking query value (``?token=...``) masked; the
+    rest exactly as written."""
+    shown = redact(text)
+    head, sep, rest = shown.partition("?")
+    if not sep:
+        return shown
+    masked = _QUERY_VALUE.sub(lambda m: f"{m[1]}{m[2]}={MASK}" if m[3] and _secret_key(m[2]) else m[0], sep + rest)
+    return head + masked
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        # Every header value may carry a credential (Authorization, X-Api-Key, a cookie).
+        return {k: MASK if key == "headers" else _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, str):
+        if value and _secret_key(key):
+            return MASK
+        return _mask_uri(value) if "://" in value else value
+    return value
+
+
+def public_config(cfg: BaseModel) -> dict[str, Any]:
+    """The validated configuration as JSON data for people and tools: passwords in URIs, secret
+    fields, secret query values and header values masked, so no password leaves the process."""
+    data = _masked(cfg.model_dump(mode="json"))
+    assert isinstance(data, dict)
+    return data
+
+
+# --- who may change things --------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a bind address) only reaches this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+class ChangeAuth:
+    """The rule for requests that change the pipeline, as a FastAPI dependency.
+
+    Bound to loopback: open unless a token is set. Bound beyond loopback: refused (403) unless a
+    token is set in ``STREAMSEG_API_TOKEN``. With a token: ``Authorization: Bearer TOKEN`` is
+    required (401 otherwise), compared in constant time. Reads never need it.
+    """
+
+    def __init__(self, host: str, token: str | None) -> None:
+        self.exposed = not is_loopback(host)
+        self.token = token or None
+
+    def check(self, authorization: str | None) -> None:
+        """Raise an HTTPException when a change with this Authorization header is not allowed."""
+        from fastapi import HTTPException
+
+        if self.token is None:
+            if self.exposed:
+                raise HTTPException(403, f"changes are refused: the server is not on loopback and {TOKEN_ENV} is unset")
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise HTTPException(
+                401, "a valid 'Authorization: Bearer <token>' is required", {"WWW-Authenticate": "Bearer"}
+            )
+
+    def dependency(self) -> Callable[..., None]:
+        """What a change endpoint lists in ``dependencies=[Depends(...)]``."""
+        from fastapi import Header
+
+        def require_token(authorization: str | None = Header(None)) -> None:
+            self.check(authorization)
+
+        return require_token
+
+
+# --- the application ----------------------------------------------------------------------------
+class _NoStore:
+    """ASGI middleware: ``Cache-Control: no-store`` on every answer (live data, never cached)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_no_store(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"cache-control", b"no-store")]
+            await send(message)
+
+        await self.app(scope, receive, send_no_store if scope["type"] == "http" else send)
+
+
+def build_app(
+    title: str,
+    hub: LiveHub,
+    metrics: Callable[[], bytes],
+    health: Callable[[], tuple[bool, dict[str, object]]],
+    status: Callable[[], list[StreamStatus]],
+    palette: Palette | None = None,
+    config: Callable[[], BaseModel] | None = None,
+) -> FastAPI:
+    """The FastAPI application: the same routes the hand-written server had, plus the read-only API.
+
+    Plain ``def`` endpoints run in the thread pool (they call into the pipeline, which takes
+    locks); the MJPEG streams are ``async`` and hold no thread, so a hundred viewers cost none.
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from pydantic import BaseModel
+
+    from . import __version__
+
+    class StreamList(BaseModel):
+        name: str
+        streams: list[StreamStatus]
+
+    app = FastAPI(
+        title=f"streamseg: {title}",
+        version=__version__,
+        description="A running streamseg pipeline: live view, metrics, health and its read-only API.",
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: no use offline
+        redoc_url=None,
+    )
+    app.add_middleware(_NoStore)
+
+    @app.get("/", response_class=HTMLResponse, response_model=None, include_in_schema=False)
+    @app.get("/index.html", response_class=HTMLResponse, response_model=None, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(index_page(title, hub.streams, palette))
+
+    @app.get("/metrics", summary="Prometheus exposition", response_class=PlainTextResponse, response_model=None)
+    def get_metrics() -> Response:
+        return Response(metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/healthz", summary="200 when running and a stream is up (or a file finished), else 503", response_model=None
+    )
+    def healthz() -> JSONResponse:
+        ok, detail = health()
+        return JSONResponse(detail, 200 if ok else 503)
+
+    @app.get("/api/streams", summary="Every stream with its state and counters", response_model=StreamList)
+    def api_streams() -> JSONResponse:
+        # names, never URLs: what the live page polls for its cards
+        return JSONResponse({"name": title, "streams": [dataclasses.asdict(s) for s in status()]})
+
+    if config is not None:
+        get_config = config
+        model = type(config())
+
+        @app.get(
+            "/api/config",
+            summary="The effective configuration, passwords and secrets masked",
+            response_model=model,  # the schema; the answer is the masked dump, not re-validated
+        )
+        def api_config() -> JSONResponse:
+            return JSONResponse(public_config(get_config()))
+
+    @app.get(
+        "/stream/{name:path}.jpg",
+        summary="The latest picture of a stream",
+        response_class=Response,
+        response_model=None,
+    )
+    def still(name: str) -> Response:
+        item = hub.latest(name)
+        if item is None:
+            return PlainTextResponse("no frame yet\n", 404)
+        return Response(item[1], media_type="image/jpeg")
+
+    class Mjpeg(StreamingResponse):
+        """multipart/x-mixed-replace of a stream's pictures until the client or the server goes."""
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(iter(()), media_type=f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
+            self.headers["Connection"] = "close"
+            self.stream = stream
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            with hub.watch(self.stream) as viewer:  # counted from here until the response ends
+                self.body_iterator = _parts(viewer)
+                await super().__call__(scope, receive, send)
+
+    @app.get(
+        "/stream/{name:path}.mjpg",
+        summary="A stream's live pictures (MJPEG)",
+        response_class=Response,
+        response_model=None,
+    )
+    async def mjpeg(name: str) -> Response:
+        if name not in hub.streams:
+            return PlainTextResponse("no such stream\n", 404)
+        return Mjpeg(name)
+
+    return app
+
+
+async def _parts(viewer: Viewer) -> AsyncIterator[bytes]:
+    async for jpeg in viewer.pictures():
+        yield (
+            f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+            + jpeg
+            + b"\r\n"
+        )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one), bound here so that a taken port fails
+    before anything else opens; uvicorn serves on it."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise OutputError(f"http server {host}:{port}: cannot listen: {e.strerror}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server did: restart at once
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise OutputError(f"http server {host}:{port}: cannot listen: {e.strerror}") from None
+    return sock
 
 
 class HttpServer:
-    """Serves the hub, metrics and health in daemon threads; ``stop`` shuts it down."""
+    """Serves the hub, metrics, health and the API from a thread of its own; ``stop`` ends it.
+
+    The socket is bound in the constructor (a taken port is an OutputError before any output
+    file opens); requests are answered from ``start()`` on.
+    """
 
     def __init__(
         self,
@@ -208,89 +525,59 @@ class HttpServer:
         health: Callable[[], tuple[bool, dict[str, object]]],
         status: Callable[[], list[StreamStatus]],
         palette: Palette | None = None,
+        config: Callable[[], BaseModel] | None = None,
+        token: str | None = None,
     ) -> None:
+        import uvicorn
+
         self.hub = hub
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("http %s", format % args)
-
-            def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                path = unquote(urlsplit(self.path).path)
-                if path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", index_page(title, hub.streams, palette))
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, metrics())
-                elif path == "/healthz":
-                    ok, detail = health()
-                    self._send(200 if ok else 503, "application/json", json.dumps(detail).encode())
-                elif path == "/api/streams":  # what the page polls for its cards; names, never URLs
-                    body = {"name": title, "streams": [dataclasses.asdict(s) for s in status()]}
-                    self._send(200, "application/json", json.dumps(body).encode())
-                elif path.startswith("/stream/") and path.endswith(".mjpg"):
-                    self._mjpeg(path[len("/stream/") : -len(".mjpg")])
-                elif path.startswith("/stream/") and path.endswith(".jpg"):
-                    item = hub.latest(path[len("/stream/") : -len(".jpg")])
-                    if item is None:
-                        self._send(404, "text/plain", b"no frame yet\n")
-                    else:
-                        self._send(200, "image/jpeg", item[1])
-                else:
-                    self._send(404, "text/plain", b"not found\n")
-
-            def _mjpeg(self, stream: str) -> None:
-                if stream not in hub.streams:
-                    self._send(404, "text/plain", b"no such stream\n")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                with hub._cond:
-                    hub.clients += 1
-                try:
-                    seq = 0
-                    latest = hub.latest(stream)
-                    while not hub.closed and not server._stopping.is_set():
-                        item = latest if latest and latest[0] > seq else hub.wait_next(stream, seq, 1.0)
-                        latest = None
-                        if item is None:
-                            continue
-                        seq, jpeg = item
-                        self.wfile.write(
-                            f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                            + jpeg
-                            + b"\r\n"
-                        )
-                        self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    with hub._cond:
-                        hub.clients -= 1
-
-        self._stopping = threading.Event()
-        try:
-            self._httpd = _Server((host, port), Handler)
-        except OSError as e:
-            raise OutputError(f"http server {host}:{port}: cannot listen: {e.strerror}") from None
-        self._httpd.daemon_threads = True
         self.host = host
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http", daemon=True)
+        # The token comes from the environment unless given (tests give it).
+        self.auth = ChangeAuth(host, token if token is not None else os.environ.get(TOKEN_ENV))
+        self.app = build_app(title, hub, metrics, health, status, palette, config)
+        self._sock = _listen(host, port)
+        self.port = int(self._sock.getsockname()[1])
+        if self.auth.exposed and self.auth.token is None:
+            log.info("http server on %s: changes over the API need %s (unset: refused)", host, TOKEN_ENV)
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # no signal handlers: SIGINT/SIGTERM belong to the CLI
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # A viewer whose client stopped reading waits in a write that never drains:
+                # after a grace period its connection is cut (the client sees the end of the
+                # stream), so stop() is prompt and nothing logs a cancelled task.
+                async def cut() -> None:
+                    await asyncio.sleep(STOP_GRACE_S)
+                    for conn in list(self.server_state.connections):
+                        transport = getattr(conn, "transport", None)
+                        if transport is not None:
+                            transport.abort()
+
+                cutter = asyncio.ensure_future(cut())
+                try:
+                    await super().shutdown(sockets)
+                finally:
+                    cutter.cancel()
+
+        config_ = uvicorn.Config(
+            self.app,
+            log_config=None,  # the CLI configures logging; uvicorn adds no handler of its own
+            log_level="warning",  # no start-up banner; problems still show
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            ws="none",
+            loop="asyncio",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = Server(config_)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="http", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -301,8 +588,11 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End the MJPEG streams and the server; returns once its thread has finished."""
         self.hub.close()
-        if self._thread.ident is not None:  # shutdown() waits for serve_forever(), which never ran otherwise
-            self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.should_exit = True
+        if self._thread.ident is not None:
+            self._thread.join(STOP_GRACE_S + 10)
+            if self._thread.is_alive():
+                log.warning("http server did not stop in time")
+        self._sock.close()

@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "tensorrt", "pycuda", "gi", "onnxruntime")
+# (fastapi, starlette and uvicorn are light, but only a running server needs them)
+HEAVY = ("torch", "tensorrt", "pycuda", "gi", "onnxruntime", "fastapi", "starlette", "uvicorn")
 
 
 def test_import_does_not_load_heavy_libraries() -> None:
     code = (
         "import json, sys\n"
-        "import streamseg, streamseg.cli, streamseg.pipeline, streamseg.config\n"
+        "import streamseg, streamseg.cli, streamseg.pipeline, streamseg.config, streamseg.server\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
     )
     # A fresh interpreter: this test process has imported onnxruntime through other tests.
