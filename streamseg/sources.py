@@ -172,6 +172,35 @@ def synthetic_frame(base: np.ndarray, i: int) -> np.ndarray:
     return img
 
 
+def _open_file(uri: SourceURI, cfg: SourceConfig) -> Reader:
+    return _AvReader(uri.target, {}, None, cfg.loop)
+
+
+def _open_rtsp(uri: SourceURI, cfg: SourceConfig) -> Reader:
+    t = cfg.timeouts
+    # TCP: UDP loses packets on busy networks and smears frames.
+    return _AvReader(uri.target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False)
+
+
+def _open_camera(uri: SourceURI, cfg: SourceConfig) -> Reader:
+    return _CameraReader(uri.target, cfg.timeouts.open_s, cfg.timeouts.read_s)
+
+
+def _open_synthetic(uri: SourceURI, cfg: SourceConfig) -> Reader:
+    return _SyntheticReader(uri)
+
+
+# Source kind (the kinds of uri.SCHEMES, the one URI grammar) -> how its reader opens. The kinds in
+# GST_KINDS may open through GStreamer instead (decoder: gstreamer, or auto on Jetson).
+READERS: dict[str, Callable[[SourceURI, SourceConfig], Reader]] = {
+    "file": _open_file,
+    "rtsp": _open_rtsp,
+    "camera": _open_camera,
+    "synthetic": _open_synthetic,
+}
+GST_KINDS = ("file", "rtsp")
+
+
 class Backoff:
     """Delays between reconnect attempts: ``initial_s``, growing by ``factor`` per failure up to ``max_s``.
 
@@ -294,21 +323,13 @@ class Source:
 
     # --- the reader thread -------------------------------------------------------------------
     def _open(self) -> Reader:
-        t = self.cfg.timeouts
-        kind, target = self.uri.kind, self.uri.target
+        kind = self.uri.kind
         try:
-            if kind in ("file", "rtsp") and self._use_gstreamer():
+            if kind in GST_KINDS and self._use_gstreamer():
                 from .gst import GstReader, hardware_decoder
 
-                return GstReader(kind, target, t.read_s, hardware_decoder())
-            if kind == "file":
-                return _AvReader(target, {}, None, self.cfg.loop)
-            if kind == "rtsp":
-                # TCP: UDP loses packets on busy networks and smears frames.
-                return _AvReader(target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False)
-            if kind == "camera":
-                return _CameraReader(target, t.open_s, t.read_s)
-            return _SyntheticReader(self.uri)
+                return GstReader(kind, self.uri.target, self.cfg.timeouts.read_s, hardware_decoder())
+            return READERS[kind](self.uri, self.cfg)
         except SourceError:
             raise
         except Exception as e:  # FFmpeg/OpenCV raise many types for unreadable input

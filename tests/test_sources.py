@@ -359,3 +359,13 @@ def test_watchdog_marks_a_silent_live_stream_down_and_a_late_frame_does_not_brin
     reconnects = metrics.registry.get_sample_value("streamseg_stream_reconnects_total", {"stream": "cam"}) or 0
     assert reconnects >= 1
     assert len(ups) <= reconnects + 1, (len(ups), reconnects)
+
+
+def test_every_kind_of_the_uri_grammar_has_a_reader() -> None:
+    """A scheme added to uri.SCHEMES without a reader in sources.READERS fails here, not at run time."""
+    from streamseg.sources import GST_KINDS, READERS
+    from streamseg.uri import SCHEMES, parse_source_uri
+
+    kinds = {info.kind for info in SCHEMES.values()} | {parse_source_uri(u).kind for u in ("0", "clip.mp4")}
+    assert kinds == set(READERS)
+    assert set(GST_KINDS) <= set(READERS)
