@@ -21,6 +21,7 @@ import dataclasses
 import hmac
 import html
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
     from pydantic import BaseModel
+    from starlette.responses import Response
 
     from .overlay import Palette
 
@@ -358,19 +360,26 @@ class ChangeAuth:
 
 
 # --- the application ----------------------------------------------------------------------------
-class _NoStore:
-    """ASGI middleware: ``Cache-Control: no-store`` on every answer (live data, never cached)."""
+class _Tidy:
+    """ASGI middleware: ``Cache-Control: no-store`` on every answer (live data, never cached), and
+    repeated slashes in a path merged as nginx does (``//metrics`` is ``/metrics``, as before)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
         async def send_no_store(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"cache-control", b"no-store")]
             await send(message)
 
-        await self.app(scope, receive, send_no_store if scope["type"] == "http" else send)
+        if "//" in scope["path"]:
+            scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
+        await self.app(scope, receive, send_no_store)
 
 
 def build_app(
@@ -388,7 +397,7 @@ def build_app(
     locks); the MJPEG streams are ``async`` and hold no thread, so a hundred viewers cost none.
     """
     from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
     from prometheus_client import CONTENT_TYPE_LATEST
     from pydantic import BaseModel
 
@@ -405,7 +414,7 @@ def build_app(
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: no use offline
         redoc_url=None,
     )
-    app.add_middleware(_NoStore)
+    app.add_middleware(_Tidy)
 
     @app.get("/", response_class=HTMLResponse, response_model=None, include_in_schema=False)
     @app.get("/index.html", response_class=HTMLResponse, response_model=None, include_in_schema=False)
@@ -419,14 +428,14 @@ def build_app(
     @app.get(
         "/healthz", summary="200 when running and a stream is up (or a file finished), else 503", response_model=None
     )
-    def healthz() -> JSONResponse:
+    def healthz() -> Response:
         ok, detail = health()
-        return JSONResponse(detail, 200 if ok else 503)
+        return _json(detail, 200 if ok else 503)
 
     @app.get("/api/streams", summary="Every stream with its state and counters", response_model=StreamList)
-    def api_streams() -> JSONResponse:
+    def api_streams() -> Response:
         # names, never URLs: what the live page polls for its cards
-        return JSONResponse({"name": title, "streams": [dataclasses.asdict(s) for s in status()]})
+        return _json({"name": title, "streams": [dataclasses.asdict(s) for s in status()]})
 
     if config is not None:
         get_config = config
@@ -437,8 +446,8 @@ def build_app(
             summary="The effective configuration, passwords and secrets masked",
             response_model=model,  # the schema; the answer is the masked dump, not re-validated
         )
-        def api_config() -> JSONResponse:
-            return JSONResponse(public_config(get_config()))
+        def api_config() -> Response:
+            return _json(public_config(get_config()))
 
     @app.get(
         "/stream/{name:path}.jpg",
@@ -477,6 +486,14 @@ def build_app(
         return Mjpeg(name)
 
     return app
+
+
+def _json(data: object, status: int = 200) -> Response:
+    """JSON as ``json.dumps`` writes it (``{"status": "ok"}``), as the hand-written server did:
+    probes and scripts match on it."""
+    from fastapi.responses import Response
+
+    return Response(json.dumps(data).encode(), status, media_type="application/json")
 
 
 async def _parts(viewer: Viewer) -> AsyncIterator[bytes]:

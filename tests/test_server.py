@@ -386,3 +386,10 @@ def test_stop_is_prompt_with_a_viewer_that_never_reads(
     err = capfd.readouterr().err
     assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # uvicorn's too
+
+
+def test_json_as_before_and_repeated_slashes(small: HttpServer) -> None:
+    # probes match on json.dumps's spacing (the Docker test does), and `url + "/metrics"` worked before
+    assert _get(small.url + "healthz")[1] == b'{"status": "starting"}'
+    assert _get(small.url + "/metrics")[:2] == (200, b"# m\n")
+    assert _get(small.url + "//api//streams")[1] == b'{"name": "small", "streams": []}'
