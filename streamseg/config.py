@@ -179,12 +179,36 @@ class BatchConfig(_Strict):
     max_wait_ms: float = Field(10.0, ge=0, le=60_000, description="longest a frame waits for its batch to fill")
 
 
+class TemporalConfig(_Strict):
+    mode: Literal["none", "majority", "ema"] = Field(
+        "none",
+        description="majority: per-pixel vote over the last k class maps (any model); "
+        "ema: exponential average of probabilities (logits/probabilities models only)",
+    )
+    k: int = Field(3, ge=2, le=15, description="majority: class maps voted over, the current one included")
+    alpha: float = Field(0.5, gt=0, le=1, description="ema: weight of the newest frame's probabilities")
+    reset_gap_s: float = Field(
+        2.0, gt=0, description="a stream whose frames stop this long (a reconnect) starts without its past"
+    )
+
+
+class RleConfig(_Strict):
+    classes: list[str] = Field(min_length=1, description="classes whose masks go out as COCO RLE, by name")
+    every: int = Field(1, ge=1, description="on frames whose index is a multiple of this")
+
+
 class PostprocessConfig(_Strict):
     smoothing: float = Field(
         0.0,
         ge=0,
         lt=1,
         description="exponential smoothing of the class-area metric: weight of the previous value",
+    )
+    temporal: TemporalConfig = Field(
+        default_factory=TemporalConfig, description="temporal smoothing of the class maps against flicker"
+    )
+    rle: RleConfig | None = Field(
+        None, description="per-class masks as COCO RLE in JSONL records (model resolution); null: none"
     )
 
 

@@ -59,6 +59,8 @@ class SegResult:
     overlay: np.ndarray | None = None  # blend already rendered where the frame was (GPU path)
     # per zone of the stream, in config order, the class shares inside it; () for streams without zones
     zones: tuple[ZoneAreas, ...] = ()
+    # per class of postprocess.rle, its mask as COCO RLE at class-map resolution; None when not exported
+    rle: dict[str, dict[str, object]] | None = None
 
     def __post_init__(self) -> None:
         cm = self.class_map

@@ -30,13 +30,15 @@ from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
 from .overlay import Palette, Scratch, draw_legend, draw_zones, make_palette, render
-from .postprocess import Smoother, area_ratios, to_class_maps
+from .postprocess import Smoother, area_ratios
 from .preflight import check_overlay
 from .preprocess import preprocess
+from .rle import RleEncoder
 from .server import HttpServer, LiveHub
 from .shard import ALL, Shard
 from .sources import Source
 from .status import StreamStatus, StreamTracker, format_line
+from .temporal import TemporalFilter
 from .zones import ZoneMeter
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,10 @@ class Pipeline:
         c = self.model.contract
         check_overlay(cfg, self.model)  # before make_palette, whose ValueError would be a traceback
         check_event_classes(cfg.events, c.class_names, c.name)
+        # both raise a ConfigError here, before any output is opened (ema on a class-map model,
+        # an unknown rle class, pycocotools missing)
+        self.temporal = TemporalFilter(cfg.postprocess.temporal, c)
+        self.rle = RleEncoder(cfg.postprocess.rle, c.class_names, c.name)
         self.palette = make_palette(c.class_names, [k.color for k in c.classes], cfg.overlay.transparent)
         self.http: HttpServer | None = None
         self.ready = threading.Event()  # set once every stage runs (tests wait on it)
@@ -317,8 +323,10 @@ class Pipeline:
                 self._drop_batch(batch, e)
                 continue
             t2 = time.perf_counter()
-            maps = to_class_maps(output, c)
-            device_done = None if on_device is None else on_device.finish(backend.last_labels, c.num_classes)
+            maps = self.temporal.class_maps(batch.frames, output)  # to_class_maps, smoothed per stream if asked
+            # the device's histograms and blend are of the unsmoothed labels: with smoothing, CPU does them
+            done_on_device = on_device is not None and not self.temporal.active
+            device_done = on_device.finish(backend.last_labels, c.num_classes) if done_on_device else None
             results = []
             for i, (frame, cmap) in enumerate(zip(batch.frames, maps, strict=True)):
                 ratios, overlay = (area_ratios(cmap, c.num_classes), None) if device_done is None else device_done[i]
@@ -330,7 +338,7 @@ class Pipeline:
                 zones = meter.measure(cmap) if meter is not None else ()
                 if zones:
                     m.set_zones(frame.stream, zones, c.class_names)
-                results.append(SegResult(frame, cmap, ratios, overlay, zones))
+                results.append(SegResult(frame, cmap, ratios, overlay, zones, self.rle.encode(frame.index, cmap)))
             t3 = time.perf_counter()
             h_pre.observe(t1 - t0)
             h_inf.observe(t2 - t1)

@@ -31,6 +31,7 @@ def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
         "time": round(f.wall_time, 6),
         "class_area_ratio": {n: float(r) for n, r in zip(class_names, result.area_ratio, strict=True)},
         **zone_fields(result, class_names),
+        **({"rle": result.rle} if result.rle is not None else {}),
     }
 
 
