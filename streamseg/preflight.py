@@ -18,6 +18,8 @@ from .contract import LoadedModel, load_model
 from .errors import ConfigError, SourceError
 from .events.config import check_event_classes
 from .outputs.registry import kind_of
+from .rle import RleEncoder
+from .temporal import TemporalFilter
 from .uri import parse_source_uri, redact
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ def check_pipeline(cfg: PipelineConfig, file: str) -> str:
     model = load_model(cfg.model.path)
     check_overlay(cfg, model, file)
     check_event_classes(cfg.events, model.contract.class_names, model.contract.name, file)
+    check_postprocess(cfg, model, file)
     checked_with = check_model(cfg, model)
     for i, source in enumerate(cfg.sources):
         check_source(source, i, file)
@@ -70,6 +73,20 @@ def check_overlay(cfg: PipelineConfig, model: LoadedModel, file: str | None = No
             f"{where}overlay.transparent: {', '.join(unknown)} is not a class of model {model.contract.name} "
             f"({', '.join(model.contract.class_names)})"
         )
+
+
+def check_postprocess(cfg: PipelineConfig, model: LoadedModel, file: str) -> None:
+    """``postprocess.temporal`` and ``postprocess.rle`` as ``Pipeline`` builds them: ema needs a model
+    with scores, rle names classes of the model and needs pycocotools."""
+    c = model.contract
+    for key, build in (
+        (("postprocess", "temporal", "mode"), lambda: TemporalFilter(cfg.postprocess.temporal, c)),
+        (("postprocess", "rle", "classes"), lambda: RleEncoder(cfg.postprocess.rle, c.class_names, c.name)),
+    ):
+        try:
+            build()
+        except ConfigError as e:
+            raise ConfigError(f"{file}:{key_line(file, key)}: {e}") from None
 
 
 def check_calibration(cfg: PipelineConfig) -> None:

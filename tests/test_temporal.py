@@ -222,3 +222,49 @@ def test_a_run_with_majority_smoothing_writes_the_vote_of_the_unsmoothed_masks(t
         return sum(int((a != b).sum()) for a, b in itertools.pairwise(ms))
 
     assert flips([cocomask.decode(r["rle"]["person"]) for r in smooth]) <= flips(person)
+
+
+def _tiny_run(model: Any, tmp_path: Path, name: str, temporal: str) -> list[dict[str, Any]]:
+    out = tmp_path / f"{name}.jsonl"
+    cfg = parse_config(
+        f"""
+sources:
+  - {{name: a, uri: "synthetic://?width=24&height=16&frames=6"}}
+  - {{name: b, uri: "synthetic://?width=32&height=16&frames=6"}}
+model: {{path: "{model.sidecar}", backend: onnxruntime, device: cpu}}
+batch: {{max_batch: 2, max_wait_ms: 5}}
+postprocess: {{temporal: {temporal}, rle: {{classes: [c0, c2]}}}}
+outputs: [{{type: jsonl, path: "{out}"}}]
+http: {{enabled: false}}
+""",
+        "t.yaml",
+    )
+    assert Pipeline(cfg).run().frames == {"a": 6, "b": 6}
+    return sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: (r["stream"], r["frame"]))
+
+
+def test_a_run_with_ema_on_a_logits_model(make_model: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pycocotools")
+    model = make_model()  # 3 classes, logits, 8x12
+    plain = _tiny_run(model, tmp_path, "plain", "{mode: none}")
+    whole = _tiny_run(model, tmp_path, "whole", "{mode: ema, alpha: 1.0}")  # alpha 1: only the new frame
+    smooth = _tiny_run(model, tmp_path, "smooth", "{mode: ema, alpha: 0.3}")
+    assert [(r["class_area_ratio"], r["rle"]) for r in whole] == [(r["class_area_ratio"], r["rle"]) for r in plain]
+    assert len(smooth) == 12
+    assert all(r["rle"]["c0"]["size"] == [8, 12] for r in smooth)
+    assert all(sum(r["class_area_ratio"].values()) == pytest.approx(1.0) for r in smooth)
+
+
+def test_validate_names_the_line_of_a_temporal_or_rle_problem(tmp_path: Path) -> None:
+    import streamseg.preflight as preflight
+
+    for text, error in (
+        ("postprocess:\n  temporal:\n    mode: ema\n", r"p\.yaml:7: postprocess\.temporal\.mode: ema averages"),
+        ("postprocess:\n  rle:\n    classes: [car]\n", r"p\.yaml:7: postprocess\.rle\.classes: car is not a class"),
+    ):
+        path = tmp_path / "p.yaml"
+        path.write_text(
+            f"sources:\n  - name: a\n    uri: 'synthetic://?frames=1'\nmodel: {{path: selfie_landscape}}\n{text}"
+        )
+        with pytest.raises(ConfigError, match=error):
+            preflight.check_pipeline(parse_config(path.read_text(), str(path)), str(path))
