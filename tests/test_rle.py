@@ -128,3 +128,31 @@ http: {{enabled: false}}
         assert person.shape == (144, 256)  # model resolution, not the 64x48 frame
         assert np.array_equal(person + background, np.ones_like(person))
         assert r["class_area_ratio"]["person"] == person.sum() / person.size
+
+
+def test_event_records_carry_the_deciding_frames_masks(tmp_path: Path) -> None:
+    import time
+
+    from streamseg.events.config import EventsConfig
+    from streamseg.events.sink import EventsSink
+    from streamseg.metrics import Metrics
+
+    cfg = EventsConfig.model_validate(
+        {
+            "rules": [{"name": "r", "stream": "a", "class": "person", "above": 0.5}],
+            "jsonl": str(tmp_path / "e.jsonl"),
+            "snapshots": None,
+        }
+    )
+    sink = EventsSink(cfg, ["background", "person"], Metrics(), ["a"])
+    enc = RleEncoder(RleConfig(classes=["person"]), ["background", "person"])
+    maps = [np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.eye(4, dtype=np.uint8)]
+    for i, cmap in enumerate(maps):
+        f = Frame("a", i, i / 10, time.monotonic(), 1.0 + i / 10, np.zeros((4, 4, 3), np.uint8))
+        ratios = np.bincount(cmap.ravel(), minlength=2) / cmap.size
+        sink.write(SegResult(f, cmap, ratios, rle=enc.encode(i, cmap)), None)
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["frame"]) for r in lines] == [("start", 1), ("end", 2)]
+    assert np.array_equal(cocomask.decode(lines[0]["rle"]["person"]), maps[1])
+    assert np.array_equal(cocomask.decode(lines[1]["rle"]["person"]), maps[2])

@@ -100,6 +100,7 @@ class Event:
     reason: str | None = None  # end only: "clear", "gap" or "stream_end"
     snapshot: str | None = None  # path of the JPEG written for it, when snapshots are on
     clip: str | None = None  # path of the event's MP4 (complete post_s after the end), when clips are on
+    rle: dict[str, dict[str, object]] | None = None  # the deciding frame's masks, when postprocess.rle exports it
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -120,6 +121,8 @@ class Event:
             d["reason"] = self.reason
         d["snapshot"] = self.snapshot
         d["clip"] = self.clip
+        if self.rle is not None:
+            d["rle"] = self.rle
         return d
 
 

@@ -73,8 +73,11 @@ class EventsSink(Sink):
         for st in self._states.get(f.stream, ()):
             value = self._value(st, result)
             for ev in st.update(f.pts, value, f.wall_time, f.index):
-                # an end for a gap concerns an earlier frame: no picture of it is at hand
-                self._emit(ev, image if ev.reason != "gap" else None, f.pts)
+                # an end for a gap concerns an earlier frame: no picture (or mask) of it is at hand
+                if ev.reason == "gap":
+                    self._emit(ev, None, f.pts)
+                else:
+                    self._emit(ev if result.rle is None else replace(ev, rle=result.rle), image, f.pts)
             self.metrics.event_active.labels(f.stream, st.rule.name).set(1 if st.active else 0)
 
     def _value(self, st: RuleState, result: SegResult) -> float:
