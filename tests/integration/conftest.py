@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -12,6 +14,7 @@ import pytest
 
 from streamseg.config import PipelineConfig, parse_config
 from streamseg.pipeline import Pipeline, RunSummary
+from tests.support.rtsp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "samples" / "bikes.mp4"
@@ -97,3 +100,27 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
             return
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's Prometheus on a free loopback port, scraping ``target`` (host:port) every second;
+    returns the process (the caller terminates it) and its base URL. Skips where it is missing."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus is not installed (tools/install-system-deps.sh installs it)")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: streamseg\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.rtsp import free_port, skip_reason
+from tests.support.rtsp import skip_reason
 
-from .conftest import ROOT, http_get, wait_for
+from .conftest import ROOT, http_get, start_prometheus, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -194,28 +192,6 @@ def test_dashboard_structure(dashboard: dict[str, Any], datasource: dict[str, An
         assert v["type"] == "query" and v["datasource"] == ds and v["includeAll"] and v["allValue"] == ".*"
 
 
-def _prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.skip("prometheus is not installed (tools/install-system-deps.sh installs it)")
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: streamseg\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def test_every_panel_has_data(run_pipeline, tmp_path: Path, clip: Path, dashboard: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
     """A real Prometheus scrapes a real pipeline (file + synthetic streams into video, JSONL, live view and
     RTSP outputs) every second for ~20 s; then every panel query, with all streams and with one, has data."""
@@ -224,7 +200,7 @@ def test_every_panel_has_data(run_pipeline, tmp_path: Path, clip: Path, dashboar
         pytest.skip(reason)
     rp = run_pipeline(PIPELINE.format(clip=clip, out=tmp_path / "out"))
     target = urllib.parse.urlsplit(rp.url).netloc
-    proc, prom = _prometheus(tmp_path, target)
+    proc, prom = start_prometheus(tmp_path, target)
     try:
 
         def query(expr: str) -> list[dict[str, Any]]:

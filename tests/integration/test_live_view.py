@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.rtsp import free_port
-
-from .conftest import http_get, wait_for
+from .conftest import http_get, start_prometheus, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -221,28 +219,10 @@ def test_mjpeg_stream_and_endpoints(run_pipeline) -> None:  # type: ignore[no-un
 
 
 def test_prometheus_scrapes_the_pipeline(run_pipeline, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.skip("prometheus is not installed (tools/install-system-deps.sh installs it)")
     rp = run_pipeline(LIVE_PIPELINE)
-    target = urllib.parse.urlsplit(rp.url).netloc
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: streamseg\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, prom = start_prometheus(tmp_path, urllib.parse.urlsplit(rp.url).netloc)
     try:
-        api = f"http://127.0.0.1:{port}/api/v1/query?query="
+        api = f"{prom}/api/v1/query?query="
 
         def query(expr: str) -> list[dict[str, object]]:
             try:
