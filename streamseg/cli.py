@@ -208,15 +208,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.params:
         from .models import build, count_params
 
-        print(f"  {'name':<12}{'classes':>8}{'parameters':>14}{'paper':>10}  deviation")
+        print(f"  {'name':<14}{'classes':>8}{'parameters':>14}{'paper':>10}  deviation")
         for info in NETWORKS.values():
             n = count_params(build(info.name, info.paper_classes))
             paper = f"{info.paper_params_m:.2f} M" if info.paper_params_m else "-"
             dev = f"{100 * (n / 1e6 - info.paper_params_m) / info.paper_params_m:+.2f} %" if info.paper_params_m else ""
-            print(f"  {info.name:<12}{info.paper_classes:>8}{n:>14,}{paper:>10}  {dev}")
+            print(f"  {info.name:<14}{info.paper_classes:>8}{n:>14,}{paper:>10}  {dev}")
     else:
         for info in NETWORKS.values():
-            print(f"  {info.name:<12}{info.paper}")
+            print(f"  {info.name:<14}{info.paper}")
     return 0
 
 

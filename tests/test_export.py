@@ -32,6 +32,9 @@ SMALL: dict[str, tuple[dict[str, object], tuple[int, int]]] = {
     "pspnet": ({"width": 4}, (473, 473)),  # fixed: adaptive pooling exports only at 473 (60x60 features)
     "enet": ({}, (64, 96)),
     "linknet": ({}, (64, 96)),
+    "fcdensenet56": ({}, (64, 96)),
+    "fcdensenet67": ({"growth": 4}, (64, 96)),
+    "fcdensenet103": ({"growth": 4}, (45, 77)),  # pooling rounds down; transposed convs are cropped
 }
 
 

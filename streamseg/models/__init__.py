@@ -113,6 +113,18 @@ NETWORKS: dict[str, NetworkInfo] = {
             (360, 640),
             backbone="resnet18",
         ),
+        NetworkInfo(
+            "fcdensenet56",
+            "fcdensenet",
+            "fcdensenet56",
+            "Jegou, Drozdzal, Vazquez, Romero, Bengio. The One Hundred Layers Tiramisu: "
+            "Fully Convolutional DenseNets for Semantic Segmentation. CVPRW 2017",
+            1.5,
+            11,
+            (360, 480),
+        ),
+        NetworkInfo("fcdensenet67", "fcdensenet", "fcdensenet67", "Jegou et al. CVPRW 2017", 3.5, 11, (360, 480)),
+        NetworkInfo("fcdensenet103", "fcdensenet", "fcdensenet103", "Jegou et al. CVPRW 2017", 9.4, 11, (360, 480)),
     )
 }
 
