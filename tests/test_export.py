@@ -35,6 +35,9 @@ SMALL: dict[str, tuple[dict[str, object], tuple[int, int]]] = {
     "fcdensenet56": ({}, (64, 96)),
     "fcdensenet67": ({"growth": 4}, (64, 96)),
     "fcdensenet103": ({"growth": 4}, (45, 77)),  # pooling rounds down; transposed convs are cropped
+    # ResNet-50: an untrained ResNet-101's 23-block layer3 (batch norm at its initial statistics) grows the
+    # logits to ~3e3, where float32 noise passes the absolute 1e-3 gate; test_refinenet checks 101 relatively.
+    "refinenet": ({"width": 4, "backbone": "resnet50"}, (64, 96)),
 }
 
 

@@ -125,6 +125,17 @@ NETWORKS: dict[str, NetworkInfo] = {
         ),
         NetworkInfo("fcdensenet67", "fcdensenet", "fcdensenet67", "Jegou et al. CVPRW 2017", 3.5, 11, (360, 480)),
         NetworkInfo("fcdensenet103", "fcdensenet", "fcdensenet103", "Jegou et al. CVPRW 2017", 9.4, 11, (360, 480)),
+        NetworkInfo(
+            "refinenet",
+            "refinenet",
+            "refinenet",
+            "Lin, Milan, Shen, Reid. RefineNet: Multi-Path Refinement Networks for "
+            "High-Resolution Semantic Segmentation. CVPR 2017",
+            None,
+            21,
+            (512, 512),
+            backbone="resnet101",
+        ),
     )
 }
 

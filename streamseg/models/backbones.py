@@ -1,7 +1,7 @@
 """ImageNet backbones from torchvision-format state dicts in local files (nothing is ever downloaded).
 
 ``load_backbone_weights(module, path, kind)`` reads a state dict saved by ``torch.save`` from a
-torchvision ``vgg16``, ``vgg16_bn``, ``resnet18`` or ``resnet50`` and copies it into ``module``
+torchvision ``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50`` or ``resnet101`` and copies it into ``module``
 under our names. The layouts it expects in ``module``:
 
 - ``vgg16``: ``conv1_1`` .. ``conv5_3`` plain ``Conv2d`` (torchvision's ``features.0`` .. ``features.28``),
@@ -9,7 +9,7 @@ under our names. The layouts it expects in ``module``:
   ``classifier.3`` reshaped (FCN's "convolutionalization"; the flattening order of torchvision's
   classifier is channel, row, column, which is the conv weight's own order).
 - ``vgg16_bn``: the same names, each a ``ConvBNReLU`` with ``.conv`` and ``.bn``.
-- ``resnet18`` / ``resnet50``: torchvision's own names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``,
+- ``resnet18`` / ``resnet50`` / ``resnet101``: torchvision's own names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``,
   blocks with ``conv1``/``bn1``/``conv2``/``bn2``(/``conv3``/``bn3``)/``downsample.0``/``.1``).
 
 ImageNet classifier heads (``classifier.6``, ``fc``, and ``fc6``/``fc7`` when the module has none)
@@ -27,11 +27,15 @@ from collections.abc import Mapping
 from ..errors import ConfigError, ModelError
 from ._torch import Tensor, nn, torch
 
-KINDS = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
+KINDS = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet101")
 
 _VGG16 = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))  # (block, convs per block)
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-_RESNET_BLOCKS = {"resnet18": ((2, 2, 2, 2), False), "resnet50": ((3, 4, 6, 3), True)}  # (blocks per layer, bottleneck)
+_RESNET_BLOCKS = {  # (blocks per layer, bottleneck)
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
+}
 _FC = ("fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias")  # loaded only when the module has them
 _RESHAPED = ("fc6.weight", "fc7.weight")  # torchvision Linear -> our conv
 

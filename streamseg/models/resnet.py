@@ -1,8 +1,8 @@
-"""ResNet-18 and ResNet-50 trunks (He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016).
+"""ResNet-18, -50 and -101 trunks (He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016).
 
 The module names follow torchvision's layout (``conv1``, ``bn1``, ``layer1``..``layer4``; blocks with
 ``conv1``/``bn1``/``conv2``/``bn2``(/``conv3``/``bn3``) and ``downsample.0``/``.1``), so a torchvision
-``resnet18``/``resnet50`` state dict loads through ``backbones.load_backbone_weights`` (its ``fc.*``
+``resnet18``/``resnet50``/``resnet101`` state dict loads through ``backbones.load_backbone_weights`` (its ``fc.*``
 keys have no home here: the trunk stops at ``layer4``). As in torchvision (ResNet "v1.5"), a
 bottleneck strides in its 3x3 convolution, not in its first 1x1.
 
@@ -129,3 +129,8 @@ def resnet18(*, width: int = 64) -> ResNet:
 def resnet50(*, dilated: bool = False, width: int = 64) -> ResNet:
     """ResNet-50 trunk (23.51 M parameters without the classifier); ``dilated`` for output stride 8."""
     return ResNet(Bottleneck, (3, 4, 6, 3), dilated=dilated, width=width)
+
+
+def resnet101(*, width: int = 64) -> ResNet:
+    """ResNet-101 trunk (42.50 M parameters without the classifier)."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), width=width)

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from streamseg.errors import ConfigError, ModelError  # noqa: E402
 from streamseg.models.backbones import load_backbone_weights, torchvision_layout  # noqa: E402
 from streamseg.models.fcn import fcn8s  # noqa: E402
-from streamseg.models.resnet import resnet18, resnet50  # noqa: E402
+from streamseg.models.resnet import resnet18, resnet50, resnet101  # noqa: E402
 from streamseg.models.segnet import segnet  # noqa: E402
 
 # torchvision vgg16: indices of the 13 convs in ``features`` (conv, relu, ... pool); with BN each conv
@@ -78,6 +78,7 @@ SHAPES = {
     "vgg16_bn": lambda base=64: vgg_shapes(True, base),
     "resnet18": lambda base=64: resnet_shapes(False, (2, 2, 2, 2), base),
     "resnet50": lambda base=64: resnet_shapes(True, (3, 4, 6, 3), base),
+    "resnet101": lambda base=64: resnet_shapes(True, (3, 4, 23, 3), base),
 }
 # torchvision's documented parameter counts and state-dict lengths.
 PUBLISHED = {
@@ -85,6 +86,7 @@ PUBLISHED = {
     "vgg16_bn": (138_365_992, 97),
     "resnet18": (11_689_512, 122),
     "resnet50": (25_557_032, 320),
+    "resnet101": (44_549_160, 626),
 }
 
 
@@ -144,6 +146,7 @@ def test_vgg16_bn_into_segnet_without_classifier_and_old_bn_keys(tmp_path) -> No
         ("resnet18", lambda: resnet18(width=4), "layer2.0.downsample.0.weight"),
         ("resnet50", lambda: resnet50(width=4), "layer1.0.downsample.1.weight"),
         ("resnet50", lambda: resnet50(width=4, dilated=True), "layer4.2.conv3.weight"),
+        ("resnet101", lambda: resnet101(width=4), "layer3.22.bn3.running_var"),
     ],
 )
 def test_resnet_into_the_zoo_trunk(tmp_path, kind, build, key) -> None:
