@@ -7,6 +7,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 
@@ -153,8 +154,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.info("%s received: stopping, finalizing outputs", signal.Signals(signum).name)
         pipeline.stop()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # Not in the handler: it runs on the main thread, inside the loop a change waits for.
+        log.info("SIGHUP received: reading %s again", args.file)
+        threading.Thread(target=pipeline.reload, args=(str(args.file),), name="reload", daemon=True).start()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGHUP"):  # POSIX only
+        signal.signal(signal.SIGHUP, on_hangup)
     with follow(pipeline.progress, cfg.name):  # a bar for a finite run on a terminal, else nothing
         summary = pipeline.run()
     total = sum(summary.frames.values())

@@ -454,18 +454,24 @@ def parse_config(text: str, file: str = "<config>") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        # pydantic puts the discriminator value in the location of union members; drop it.
-        clean = tuple(p for i, p in enumerate(loc) if not (p in _OUTPUT_TAGS and i > 0 and isinstance(loc[i - 1], int)))
+        clean, msg = describe_validation(e)
         key = ".".join(str(p) for p in clean) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        if err["type"] == "missing":
-            msg = "required key is missing"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{file}:{_line_for(clean, lines)}: {key}: {_redact_msg(msg)}{more}") from None
+        raise ConfigError(f"{file}:{_line_for(clean, lines)}: {key}: {msg}") from None
+
+
+def describe_validation(e: ValidationError) -> tuple[Path_, str]:
+    """The first error's key path and a one-line message (passwords masked, "and N more")."""
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    # pydantic puts the discriminator value in the location of union members; drop it.
+    clean = tuple(p for i, p in enumerate(loc) if not (p in _OUTPUT_TAGS and i > 0 and isinstance(loc[i - 1], int)))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if err["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return clean, f"{redact_msg(msg)}{more}"
 
 
 def yaml_error_line(e: yaml.YAMLError) -> int:
@@ -483,7 +489,7 @@ def yaml_error_problem(e: yaml.YAMLError) -> str:
 _OUTPUT_TAGS = set(OUTPUT_KINDS)
 
 
-def _redact_msg(msg: str) -> str:
+def redact_msg(msg: str) -> str:
     # pydantic echoes input values into some messages; a URL there may carry a password.
     msg = msg.removeprefix("Value error, ")
     return re.sub(r"([a-z][a-z0-9+.-]*://)([^\s'\"@/:]*):(?!\*\*\*@)[^\s'\"@/]*@", r"\1\2:***@", msg)

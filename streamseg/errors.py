@@ -10,6 +10,8 @@
     │                               went away): the pipeline drops the batch and goes on
     ├── SourceError                 a stream cannot be opened or read
     ├── OutputError                 an output cannot be written
+    ├── StreamChangeError           a stream cannot be added, removed or changed at runtime
+    │                               (``status``: the HTTP status the API answers with)
     └── MissingDependencyError      an optional extra is not installed
 
 Any other exception escaping the CLI is a bug and keeps its traceback.
@@ -57,6 +59,20 @@ class SourceError(StreamsegError):
 
 class OutputError(StreamsegError):
     """An output could not be opened or written."""
+
+
+class StreamChangeError(StreamsegError):
+    """A runtime change (add, remove, change a stream) refused; the running pipeline is untouched.
+
+    ``status`` is what the API answers: 404 no such stream, 409 a name taken or a stream this
+    replica's shard does not own, 422 an invalid source config (``key``: the path of the bad key),
+    503 the pipeline is not running.
+    """
+
+    def __init__(self, message: str, status: int, key: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.key = key
 
 
 class MissingDependencyError(StreamsegError):

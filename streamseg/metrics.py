@@ -173,6 +173,19 @@ class Metrics:
                 for name, m2 in zip(classes, z.square_meters, strict=True):
                     self.zone_class_m2.labels(stream, z.zone, name).set(float(m2))
 
+    def remove_stream(self, stream: str) -> None:
+        """Remove every series labelled with ``stream`` (a stream removed while running), so
+        dashboards see it gone rather than frozen at its last value."""
+        for metric in vars(self).values():
+            names = getattr(metric, "_labelnames", ())
+            if "stream" not in names:
+                continue
+            at = names.index("stream")
+            # prometheus_client has no "remove by one label": its children are keyed by label tuples
+            for labels in list(metric._metrics):
+                if labels[at] == stream:
+                    metric.remove(*labels)
+
     def exposition(self) -> bytes:
         return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
 

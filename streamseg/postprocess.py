@@ -77,6 +77,10 @@ class Smoother:
         self.weight = weight
         self._state: dict[str, np.ndarray] = {}
 
+    def forget(self, stream: str) -> None:
+        """Drop a removed stream's state: added again, it starts afresh."""
+        self._state.pop(stream, None)
+
     def update(self, stream: str, ratios: np.ndarray) -> np.ndarray:
         prev = self._state.get(stream)
         value = ratios if prev is None or self.weight == 0 else self.weight * prev + (1 - self.weight) * ratios

@@ -2,13 +2,16 @@
 
 - ``/`` (``/index.html``): the live page, ``/stream/NAME.mjpg`` (MJPEG) and ``/stream/NAME.jpg``;
 - ``/metrics`` for Prometheus and ``/healthz`` (200 or 503, JSON) for probes;
-- the read-only API: ``/api/streams`` (state and counters), ``/api/config`` (the effective
-  configuration, every password and secret masked) and ``/openapi.json`` describing them.
-  ``/docs`` is off: its page loads JavaScript from a CDN, which an offline site cannot reach.
+- the API: ``/api/streams`` (state and counters), ``/api/config`` (the effective configuration,
+  every password and secret masked), the changes ``POST /api/streams`` (add),
+  ``PATCH /api/streams/NAME`` (change) and ``DELETE /api/streams/NAME`` (remove), and
+  ``/openapi.json`` describing them. ``/docs`` is off: its page loads JavaScript from a CDN, which
+  an offline site cannot reach.
 
-Binds 127.0.0.1 unless configured otherwise. Changes over the API will need a token
-(``STREAMSEG_API_TOKEN``) when bound beyond loopback: ``ChangeAuth`` decides; no change endpoint
-exists yet. The page shows stream names only, never URLs, so no password can reach a browser.
+Binds 127.0.0.1 unless configured otherwise. Changes need a token (``STREAMSEG_API_TOKEN``) when
+bound beyond loopback: ``ChangeAuth`` decides. Errors of a change are JSON: ``{"error": "key.path:
+message", "key": "key.path"}``. The page shows stream names only, never URLs, so no password can
+reach a browser.
 
 FastAPI and uvicorn are imported when a server is built, never by ``import streamseg``.
 """
@@ -28,9 +31,10 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from .config import SourceConfig, redact_msg  # SourceConfig: FastAPI reads the POST body's model here
 from .errors import OutputError
 from .status import StreamStatus
 from .uri import redact
@@ -62,6 +66,18 @@ class LiveHub:
         self._wakers: dict[str, set[Callable[[], None]]] = {}
         self._viewers = 0
         self.closed = False
+
+    def add_stream(self, stream: str) -> None:
+        """A stream added while running: listed on the page and served as MJPEG from now on."""
+        with self._lock:
+            if stream not in self.streams:
+                self.streams = [*self.streams, stream]
+
+    def remove_stream(self, stream: str) -> None:
+        """A removed stream: no longer listed; its latest picture is dropped."""
+        with self._lock:
+            self.streams = [s for s in self.streams if s != stream]
+            self._latest.pop(stream, None)
 
     def publish(self, stream: str, jpeg: bytes) -> None:
         with self._lock:
@@ -359,6 +375,16 @@ class ChangeAuth:
         return require_token
 
 
+class StreamControl(Protocol):
+    """What the change endpoints call (the pipeline); each raises StreamChangeError."""
+
+    def add_stream(self, data: object) -> Any: ...
+
+    def remove_stream(self, name: str) -> int: ...
+
+    def change_stream(self, name: str, data: object) -> Any: ...
+
+
 # --- the application ----------------------------------------------------------------------------
 class _Tidy:
     """ASGI middleware: ``Cache-Control: no-store`` on every answer (live data, never cached), and
@@ -390,6 +416,8 @@ def build_app(
     status: Callable[[], list[StreamStatus]],
     palette: Palette | None = None,
     config: Callable[[], BaseModel] | None = None,
+    control: StreamControl | None = None,
+    auth: ChangeAuth | None = None,
 ) -> FastAPI:
     """The FastAPI application: the same routes the hand-written server had, plus the read-only API.
 
@@ -449,6 +477,9 @@ def build_app(
         def api_config() -> Response:
             return _json(public_config(get_config()))
 
+    if control is not None:
+        _change_routes(app, control, auth or ChangeAuth("127.0.0.1", None))
+
     @app.get(
         "/stream/{name:path}.jpg",
         summary="The latest picture of a stream",
@@ -486,6 +517,102 @@ def build_app(
         return Mjpeg(name)
 
     return app
+
+
+def _change_routes(app: FastAPI, control: StreamControl, auth: ChangeAuth) -> None:
+    """POST/PATCH/DELETE on /api/streams: the body checked by the same SourceConfig as the file;
+    every refusal is ``{"error", "key"}`` JSON (422 invalid, 400 not JSON, 404, 409, 503)."""
+    from fastapi import Body, Depends, Request
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import BaseModel
+
+    from .errors import StreamChangeError
+
+    class ChangeError(BaseModel):
+        error: str
+        key: str | None = None
+
+    class ChangedStream(BaseModel):
+        name: str
+        status: str
+
+    class RemovedStream(ChangedStream):
+        frames: int
+
+    guard = [Depends(auth.dependency())]
+    errors: dict[int | str, dict[str, Any]] = {
+        s: {"description": d, "model": ChangeError}
+        for s, d in (
+            (400, "the body is not JSON"),
+            (401, "a valid bearer token is required"),
+            (403, f"refused: bound beyond loopback and {TOKEN_ENV} unset"),
+            (404, "no such stream"),
+            (409, "the name is taken, or another shard owns it"),
+            (422, "invalid source config; key is the path of the bad key"),
+            (503, "the pipeline is not running"),
+        )
+    }
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ())][1:]  # without "body"
+        key = ".".join(loc) or "(top level)"
+        kind = first.get("type")
+        if kind == "json_invalid":
+            return _json({"error": f"the body is not JSON: {first.get('msg', '')}", "key": None}, 400)
+        # the file's wording (config.describe_validation), so a key reads the same in both
+        msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(kind or "", first.get("msg"))
+        return _json({"error": f"{key}: {redact_msg(str(msg))}", "key": key}, 422)
+
+    def refused(e: StreamChangeError) -> Response:
+        return _json({"error": str(e), "key": e.key}, e.status)
+
+    @app.post(
+        "/api/streams",
+        summary="Add a stream (a source config, as in the file's sources:)",
+        status_code=201,
+        dependencies=guard,
+        responses=errors,
+        response_model=ChangedStream,
+    )
+    def add_stream(source: SourceConfig) -> Response:
+        try:
+            sc = control.add_stream(source.model_dump(exclude_unset=True))
+        except StreamChangeError as e:
+            return refused(e)
+        return _json({"name": sc.name, "status": "added"}, 201)
+
+    @app.patch(
+        "/api/streams/{name}",
+        summary="Change a stream's settings (the keys given over its current ones): it is removed and added again",
+        dependencies=guard,
+        responses=errors,
+        response_model=ChangedStream,
+    )
+    def change_stream(
+        name: str,
+        changes: dict[str, Any] = Body(..., description="keys of a source config"),  # noqa: B008 - FastAPI's way
+    ) -> Response:
+        try:
+            sc = control.change_stream(name, changes)
+        except StreamChangeError as e:
+            return refused(e)
+        return _json({"name": sc.name, "status": "changed"})
+
+    @app.delete(
+        "/api/streams/{name}",
+        summary="Remove a stream: its outputs are finalized (its video file closed whole), its series removed",
+        dependencies=guard,
+        responses=errors,
+        response_model=RemovedStream,
+    )
+    def remove_stream(name: str) -> Response:
+        try:
+            frames = control.remove_stream(name)
+        except StreamChangeError as e:
+            return refused(e)
+        return _json({"name": name, "status": "removed", "frames": frames})
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -544,6 +671,7 @@ class HttpServer:
         palette: Palette | None = None,
         config: Callable[[], BaseModel] | None = None,
         token: str | None = None,
+        streams: StreamControl | None = None,
     ) -> None:
         import uvicorn
 
@@ -551,7 +679,7 @@ class HttpServer:
         self.host = host
         # The token comes from the environment unless given (tests give it).
         self.auth = ChangeAuth(host, token if token is not None else os.environ.get(TOKEN_ENV))
-        self.app = build_app(title, hub, metrics, health, status, palette, config)
+        self.app = build_app(title, hub, metrics, health, status, palette, config, streams, self.auth)
         self._sock = _listen(host, port)
         self.port = int(self._sock.getsockname()[1])
         if self.auth.exposed and self.auth.token is None:

@@ -30,17 +30,28 @@ log = logging.getLogger(__name__)
 
 
 class FrameQueue:
-    """Bounded FIFO between one reader and the batcher; ``notify`` wakes the batcher on put."""
+    """Bounded FIFO between one reader and the batcher. ``notify`` (set by whoever consumes: the
+    batcher, when it takes the queue in) is called after each put and once the reader closed it."""
 
     def __init__(
-        self, maxsize: int, drop_oldest: bool, notify: Callable[[], None], on_drop: Callable[[], None]
+        self,
+        maxsize: int,
+        drop_oldest: bool,
+        on_drop: Callable[[], None],
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.maxsize = maxsize
         self.drop_oldest = drop_oldest
         self._items: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
-        self._notify = notify
+        self.notify: Callable[[], None] = notify or (lambda: None)
         self._on_drop = on_drop
+        self.closed = False  # the reader put its last frame
+
+    def close(self) -> None:
+        """No more frames will come; wakes the consumer so it can tell a drained queue is done."""
+        self.closed = True
+        self.notify()
 
     def put(self, frame: Frame, stop: threading.Event) -> bool:
         """Add a frame; False if ``stop`` was set while waiting for room."""
@@ -55,7 +66,7 @@ class FrameQueue:
                             return False
                         self._cond.wait(0.1)
             self._items.append(frame)
-        self._notify()
+        self.notify()
         return True
 
     def get_nowait(self) -> Frame | None:
@@ -241,21 +252,15 @@ class Source:
     marks the stream up again.
     """
 
-    def __init__(
-        self, cfg: SourceConfig, metrics: Metrics, notify: Callable[[], None], max_frames: int | None = None
-    ) -> None:
+    def __init__(self, cfg: SourceConfig, metrics: Metrics, max_frames: int | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.uri = parse_source_uri(cfg.uri)
         self.live = cfg.live
         self.metrics = metrics
         self.max_frames = max_frames
-        self.queue = FrameQueue(
-            cfg.queue_size,
-            drop_oldest=self.live,
-            notify=notify,
-            on_drop=lambda: self._drop("queue_full"),
-        )
+        # The batcher takes the queue in (Batcher.add) and wakes on it: a source needs no batcher.
+        self.queue = FrameQueue(cfg.queue_size, drop_oldest=self.live, on_drop=lambda: self._drop("queue_full"))
         self.fps: float | None = None
         self.finished = threading.Event()  # no more frames will come
         self.error: str | None = None  # set when the stream failed for good
@@ -266,7 +271,6 @@ class Source:
         self.last_frame_time = 0.0
         self._last_pts: float | None = None
         self._stop = threading.Event()
-        self._notify = notify
         self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
         self._state = threading.RLock()  # up, last_frame_time and _stale: reader and watchdog threads
@@ -395,7 +399,7 @@ class Source:
         finally:
             self._set_up(False)
             self.finished.set()
-            self._notify()
+            self.queue.close()
 
     def _expected(self, reader: Reader) -> int | None:
         """Frames this stream will read in all: the file's count, capped by ``max_frames``; an endless

@@ -21,12 +21,12 @@ TIMEOUT_S = 30.0  # a guard against hangs only
 def make(streams: dict[str, int | None], max_batch: int, max_wait_ms: float) -> tuple[Batcher, list[Source]]:
     """A batcher over synthetic sources; ``streams`` maps a name to its frame count (None: endless)."""
     metrics = Metrics()
-    batcher = Batcher([], max_batch, max_wait_ms)
+    batcher = Batcher(max_batch, max_wait_ms)
     sources = []
     for name, count in streams.items():
         uri = "synthetic://?width=16&height=16" + (f"&frames={count}" if count is not None else "")
-        sources.append(Source(SourceConfig(name=name, uri=uri), metrics, batcher.notify))
-    batcher.sources = sources
+        sources.append(Source(SourceConfig(name=name, uri=uri), metrics))
+        batcher.add(name, sources[-1].queue)
     return batcher, sources
 
 
@@ -223,3 +223,29 @@ def test_endless_sources_until_stop() -> None:
     for indices in seen.values():
         assert indices == list(range(len(indices)))  # file-like sources never drop, order kept
     assert sum(map(len, seen.values())) >= 50
+
+
+def test_queues_added_and_removed_while_batching() -> None:
+    """The batcher owns the set of queues: one added mid-run is batched from then on, every frame
+    once and in order; one removed is no longer taken from; the others go on untouched."""
+    batcher, sources = make({"a": 30, "b": None}, max_batch=4, max_wait_ms=5)
+    for s in sources:
+        s.start()
+    stop = threading.Event()
+    first = [batcher.next_batch(stop) for _ in range(3)]
+    late = Source(SourceConfig(name="c", uri="synthetic://?width=16&height=16&frames=20"), Metrics())
+    batcher.add("c", late.queue)
+    late.start()
+    batcher.remove("b")
+    sources[1].stop()
+    assert batcher.names == ("a", "c")
+    with pytest.raises(ValueError, match="batched already"):
+        batcher.add("a", sources[0].queue)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for batch in [*first, *drain(batcher, stop)]:
+        assert batch is not None
+        for frame in batch.frames:
+            seen[frame.stream].append(frame.index)
+    assert seen["a"] == list(range(30)) and seen["c"] == list(range(20))
+    b = seen["b"]
+    assert b == list(range(len(b)))  # what b gave before its removal, in order

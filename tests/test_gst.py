@@ -34,7 +34,7 @@ def need_gst() -> None:
 
 def _read(cfg: dict[str, object]) -> tuple[Source, list[np.ndarray]]:
     metrics = Metrics()
-    source = Source(SourceConfig.model_validate(cfg), metrics, lambda: None)
+    source = Source(SourceConfig.model_validate(cfg), metrics)
     source.start()
     frames = []
     while not (source.finished.is_set() and len(source.queue) == 0):

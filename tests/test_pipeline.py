@@ -368,3 +368,66 @@ http: {{enabled: false}}
     if kind == "jsonl":  # and the output itself says the same where it opens (a file that appeared since)
         with pytest.raises(OutputError, match=f"parent {tmp_path / 'taken'} is a file, not a folder"):
             JsonlSink(JsonlOutput(type="jsonl", path=str(target)), ["background", "person"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "key", "text"),
+    [
+        ({"name": "cam", "uri": "synthetic://"}, 409, "name", "a stream named 'cam' exists already"),
+        ({"name": "x", "uri": "nope://"}, 422, "uri", "uri: "),
+        ({"name": "x", "uri": "synthetic://", "fps": 0}, 422, "fps", "fps: Input should be greater than 0"),
+        ({"name": "x", "uri": "synthetic://", "zones": [{"name": "z"}]}, 422, "zones.0.polygon", "required key"),
+        ({"uri": "synthetic://"}, 422, "name", "name: required key is missing"),
+    ],
+)
+def test_a_stream_to_add_is_checked_like_the_file(body: dict[str, Any], status: int, key: str, text: str) -> None:
+    """The same SourceConfig and cross-checks as the file, the bad key's path in the error, and
+    nothing changed; a stream added before run() or after it ends is refused (503)."""
+    from streamseg.errors import StreamChangeError
+
+    p = Pipeline(parse_config("sources: [{name: cam, uri: 'synthetic://'}]\nmodel: {path: selfie_landscape}\n"))
+    with pytest.raises(StreamChangeError) as e:
+        p.validate_source(body)
+    assert (e.value.status, e.value.key) == (status, key) and text in str(e.value)
+    assert [s.name for s in p.cfg.sources] == ["cam"]
+    with pytest.raises(StreamChangeError) as e:
+        p.add_stream({"name": "other", "uri": "synthetic://"})
+    assert e.value.status == 503
+    with pytest.raises(StreamChangeError) as e:
+        p.remove_stream("cam")  # not running: no stream is open
+    assert e.value.status == 404
+
+
+def test_a_stream_an_event_rule_names_stays_until_a_restart() -> None:
+    from streamseg.errors import StreamChangeError
+
+    text = (
+        "sources: [{name: cam, uri: 'synthetic://'}]\nmodel: {path: selfie_landscape}\n"
+        "events: {jsonl: out/events.jsonl, rules: [{name: r, stream: cam, class: person, above: 0.2}]}\n"
+    )
+    p = Pipeline(parse_config(text))
+    p._sources = [Source(p.cfg.sources[0], p.metrics)]  # as if running (never started)
+    with pytest.raises(StreamChangeError) as e:
+        p.remove_stream("cam")
+    assert e.value.status == 409 and "event rule(s) r" in str(e.value)
+
+
+def test_an_added_stream_must_fit_the_outputs_and_the_shard() -> None:
+    from streamseg.errors import StreamChangeError
+    from streamseg.shard import Shard, shard_of
+
+    text = (
+        "sources: [{name: cam, uri: 'synthetic://'}]\nmodel: {path: selfie_landscape}\n"
+        "outputs: [{type: video, path: out/one.mp4}]\n"
+    )
+    p = Pipeline(parse_config(text))
+    with pytest.raises(StreamChangeError) as e:  # two streams would write one file
+        p.validate_source({"name": "two", "uri": "synthetic://"})
+    assert e.value.status == 422 and e.value.key == "outputs" and "path needs {stream}" in str(e.value)
+
+    mine = Shard(0, 2)
+    name = next(n for n in (f"s{i}" for i in range(100)) if shard_of(n, 2) == 1)  # another shard's
+    p = Pipeline(parse_config(text.replace("out/one.mp4", "'out/{stream}.mp4'")), shard=mine)
+    with pytest.raises(StreamChangeError) as e:
+        p.validate_source({"name": name, "uri": "synthetic://"})
+    assert e.value.status == 409 and "shard" in str(e.value) and "(0/2)" in str(e.value)

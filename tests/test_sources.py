@@ -32,7 +32,8 @@ def run_source(
     """
     metrics = Metrics()
     wake = threading.Event()
-    source = Source(SourceConfig.model_validate(cfg), metrics, wake.set, max_frames)
+    source = Source(SourceConfig.model_validate(cfg), metrics, max_frames)
+    source.queue.notify = wake.set
     metrics.add_stream(source.name, [])
     source.start()
     frames: list[Frame] = []
@@ -153,14 +154,14 @@ def test_frame_queue_back_pressure_and_drop_oldest() -> None:
     frames = [Frame("q", i, i / 25, 0.0, 0.0, image) for i in range(4)]
     stop = threading.Event()
 
-    live = FrameQueue(2, drop_oldest=True, notify=lambda: None, on_drop=lambda: dropped.append(1))
+    live = FrameQueue(2, drop_oldest=True, on_drop=lambda: dropped.append(1))
     for f in frames:
         assert live.put(f, stop)
     assert len(dropped) == 2
     assert [live.get_nowait().index, live.get_nowait().index] == [2, 3]  # type: ignore[union-attr]
     assert live.get_nowait() is None
 
-    blocking = FrameQueue(2, drop_oldest=False, notify=lambda: None, on_drop=lambda: dropped.append(1))
+    blocking = FrameQueue(2, drop_oldest=False, on_drop=lambda: dropped.append(1))
     assert blocking.put(frames[0], stop) and blocking.put(frames[1], stop)
     stop.set()
     assert blocking.put(frames[2], stop) is False  # full, and asked to stop: gives up instead of blocking
@@ -169,7 +170,7 @@ def test_frame_queue_back_pressure_and_drop_oldest() -> None:
 
 def test_stop_ends_a_blocked_endless_source() -> None:
     metrics = Metrics()
-    source = Source(SourceConfig(name="syn", uri="synthetic://?width=16&height=16"), metrics, lambda: None)
+    source = Source(SourceConfig(name="syn", uri="synthetic://?width=16&height=16"), metrics)
     source.start()
     deadline = time.monotonic() + TIMEOUT_S
     while len(source.queue) < source.cfg.queue_size:  # a file-like source blocks on its full queue
@@ -338,7 +339,7 @@ def test_watchdog_marks_a_silent_live_stream_down_and_a_late_frame_does_not_brin
         timeouts={"watchdog_s": 0.5},
         reconnect={"initial_s": 0.05},
     )
-    source = Source(cfg, metrics, lambda: None)
+    source = Source(cfg, metrics)
     metrics.add_stream("cam", [])
     changes: list[tuple[float, bool]] = []
     source.start()

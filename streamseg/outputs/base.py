@@ -86,6 +86,10 @@ class Sink(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and finalize; called once, also after a failure."""
 
+    def close_stream(self, stream: str) -> None:  # noqa: B027 - optional hook
+        """Finalize what this output holds for ``stream``, removed while the others run on (its
+        worker has written its last result); the stream may be added again later."""
+
     def describe(self) -> str:
         """How logs and the run summary name this output: its kind and, when it has one, its path."""
         kind = type(self).__name__.removesuffix("Sink").lower()

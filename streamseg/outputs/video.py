@@ -319,6 +319,15 @@ class VideoSink(Sink):
         rec.write(image, frame.pts, frame.wall_time)
         self._encode.observe(time.perf_counter() - start)
 
+    def close_stream(self, stream: str) -> None:
+        """Finalize ``stream``'s file now (the stream was removed); a stream added again with the
+        same name starts a new recording (a path without {start} is then overwritten)."""
+        with self._lock:
+            rec = self._recordings.pop(stream, None)
+        failure = rec.close() if rec is not None else None
+        if failure:
+            raise OutputError(failure)
+
     def close(self) -> None:
         """Finalize every stream's file, each even when another fails; then report the failures."""
         with self._lock:
