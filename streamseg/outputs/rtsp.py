@@ -4,7 +4,8 @@ The server is GStreamer's gst-rtsp-server (``streamseg.gst``, the only module th
 ``gi``). A stream's mount appears with its first overlay, at that overlay's size rounded down to
 even numbers (H.264 in I420 needs them; an odd 853x480 is published as 852x480); later frames of
 another size (a camera that reconnected at a new resolution) are resized to it, because a
-viewer's decoder was configured for the first.
+viewer's decoder was configured for the first. A stream added while running gets its mount the
+same way; a removed one's mount stays, without frames, until the server stops.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RtspSink(Sink):
         self._fps_of = fps_of
         self._encode = metrics.stage_seconds.labels("encode")
         self._viewers = metrics.rtsp_viewers
+        self._counted: set[str] = set()  # streams whose viewer gauge reads the server
         self.server = RtspServer(cfg.host, cfg.port)
 
     def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
@@ -64,8 +66,10 @@ class RtspSink(Sink):
             fps = self.cfg.fps or self._fps_of(stream) or 25.0
             url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
             log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
-            self._viewers.labels(stream).set_function(lambda: self.server.clients(stream))
             size = (w, h)
+        if stream not in self._counted:  # again after a removal took the series away
+            self._counted.add(stream)
+            self._viewers.labels(stream).set_function(lambda: self.server.clients(stream))
         if not self.server.viewers(stream):
             return  # nobody watches: no encoding
         start = time.perf_counter()
@@ -76,6 +80,11 @@ class RtspSink(Sink):
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         self.server.push(stream, image)
         self._encode.observe(time.perf_counter() - start)
+
+    def close_stream(self, stream: str) -> None:
+        # The mount stays (gst-rtsp-server would cut its viewers); added again, the stream
+        # publishes to it at its first size.
+        self._counted.discard(stream)
 
     def close(self) -> None:
         self.server.close()

@@ -192,3 +192,33 @@ def test_sighup_applies_the_changed_file_and_keeps_running_on_a_broken_one(tmp_p
     for n in "bc":
         assert records[n] == list(range(len(records[n])))
     assert b"b=" in stdout and b"c=" in stdout
+
+
+def test_a_stream_added_at_runtime_gets_its_rtsp_mount(run_pipeline, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """RTSP output mounts appear with a stream's first frame, so a stream added later is served
+    too; removed and added again, it publishes to the same mount."""
+    import av
+
+    from tests.support.rtsp import free_port, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    text = _yaml(tmp_path, ["a"]).replace("outputs:\n", f"outputs:\n  - {{type: rtsp, port: {port}}}\n")
+    rp = run_pipeline(text)
+    base = rp.url
+
+    def one_frame(name: str) -> tuple[int, int]:
+        with av.open(f"rtsp://127.0.0.1:{port}/{name}", options={"rtsp_transport": "tcp"}, timeout=10) as c:
+            frame = next(c.decode(video=0))
+            return frame.width, frame.height
+
+    for _ in range(2):
+        assert _call(base + "api/streams", "POST", _source("c"))[0] == 201
+        wait_for(lambda: _frames(base).get("c", 0) >= 3, 60, "c to run")
+        assert one_frame("c") == (64, 48)
+        assert rp.sample("streamseg_rtsp_viewers", stream="c") is not None  # the series is back too
+        assert _call(base + "api/streams/c", "DELETE")[0] == 200
+    assert one_frame("a") == (64, 48)
+    assert rp.stop().frames["a"] > 0
