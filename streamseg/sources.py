@@ -243,6 +243,41 @@ class Backoff:
         self._delay = min(self.initial_s, self.max_s)
 
 
+class PtsClock:
+    """A stream's timestamps: from 0 at its first frame, rising across reconnects (a camera restarts
+    its clock; PyAV gives the first RTSP frame no pts at all), strictly increasing.
+
+    ``connect(fps)`` at each new connection, then ``stamp(raw_pts)`` per frame read; a frame without
+    a pts is one nominal frame period after the previous one.
+    """
+
+    def __init__(self) -> None:
+        self.last: float | None = None  # the latest stamp given, over all connections
+        self.resume = 0.0  # where this connection's timestamps start
+        self._step = 0.04
+        self._base: float | None = None
+        self._rel = -self._step
+
+    def connect(self, fps: float | None) -> None:
+        self._step = 1.0 / fps if fps else 0.04
+        self.resume = 0.0 if self.last is None else self.last + self._step
+        self._base = None
+        self._rel = -self._step
+
+    def stamp(self, raw_pts: float | None) -> float:
+        if raw_pts is None:
+            self._rel += self._step
+        else:
+            if self._base is None:
+                self._base = raw_pts - (self._rel + self._step)
+            self._rel = raw_pts - self._base
+        pts = self.resume + self._rel
+        if self.last is not None and pts <= self.last:
+            pts = self.last + 1e-3
+        self.last = pts
+        return pts
+
+
 class Source:
     """One stream: a reader thread, its queue, its up/down state and its counters.
 
@@ -269,7 +304,7 @@ class Source:
         self.dropped = 0  # frames read but never queued or evicted from the queue
         self.expected_frames: int | None = None  # where a finite stream ends, once opened (progress bars)
         self.last_frame_time = 0.0
-        self._last_pts: float | None = None
+        self._clock = PtsClock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
@@ -425,12 +460,8 @@ class Source:
         min_gap = 1.0 / self.cfg.fps if self.cfg.fps else 0.0
         next_pts = 0.0
         started = time.monotonic()
-        # Timestamps run from 0 at the stream's first frame and keep rising across reconnects
-        # (a camera restarts its clock; PyAV gives the first RTSP frame no pts at all).
-        step = 1.0 / self.fps if self.fps else 0.04
-        resume = 0.0 if self._last_pts is None else self._last_pts + step
-        base: float | None = None
-        rel = -step
+        clock = self._clock
+        clock.connect(self.fps)
         decode_hist = self.metrics.stage_seconds.labels("decode")
         last_frame = self.metrics.last_frame.labels(self.name)
         it = reader.frames()
@@ -450,16 +481,7 @@ class Source:
             last_frame.set(time.time())
             image, raw_pts = item
             now = time.monotonic()
-            if raw_pts is None:
-                rel += step
-            else:
-                if base is None:
-                    base = raw_pts - (rel + step)
-                rel = raw_pts - base
-            pts = resume + rel
-            if self._last_pts is not None and pts <= self._last_pts:
-                pts = self._last_pts + 1e-3
-            self._last_pts = pts
+            pts = clock.stamp(raw_pts)
             if not got:
                 got = True
             with self._state:
@@ -477,7 +499,7 @@ class Source:
                 next_pts = max(next_pts + min_gap, pts)
             if self.cfg.realtime and self.uri.kind in ("file", "synthetic"):  # a live synthetic stream paces too
                 # pace from this connection's start: pts carries the earlier connections' time too
-                wait = started + (pts - resume) - time.monotonic()
+                wait = started + (pts - clock.resume) - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return got
             frame = Frame(self.name, index, float(pts), time.monotonic(), time.time(), image)

@@ -370,3 +370,16 @@ def test_every_kind_of_the_uri_grammar_has_a_reader() -> None:
     kinds = {info.kind for info in SCHEMES.values()} | {parse_source_uri(u).kind for u in ("0", "clip.mp4")}
     assert kinds == set(READERS)
     assert set(GST_KINDS) <= set(READERS)
+
+
+def test_pts_clock_starts_at_zero_and_keeps_rising_across_reconnects() -> None:
+    from streamseg.sources import PtsClock
+
+    clock = PtsClock()
+    clock.connect(25.0)
+    assert [round(clock.stamp(p), 6) for p in (None, 10.04, 10.08)] == [0.0, 0.04, 0.08]  # first frame lacks a pts
+    clock.connect(25.0)  # the camera restarted its clock at 3.0
+    assert [round(clock.stamp(p), 6) for p in (3.0, 3.04)] == [0.12, 0.16]
+    assert round(clock.stamp(3.04), 6) == 0.161  # a repeated pts still moves forward
+    clock.connect(None)
+    assert [round(clock.stamp(None), 6) for _ in range(2)] == [0.201, 0.241]
