@@ -129,10 +129,10 @@ def check_source(source: SourceConfig, index: int, file: str) -> None:
     elif uri.kind == "camera" and uri.target.startswith("/") and not Path(uri.target).exists():
         raise fail("uri", f"no such camera device: {uri.target}")
     elif uri.kind == "synthetic":
-        from .sources import _SyntheticReader
+        from .readers.synthetic import SyntheticReader
 
         try:
-            _SyntheticReader(uri).close()
+            SyntheticReader(uri).close()
         except SourceError as e:
             raise fail("uri", str(e)) from None
 

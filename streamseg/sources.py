@@ -13,18 +13,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Protocol
-
-import cv2
-import numpy as np
+from collections.abc import Callable
 
 from .config import SourceConfig
 from .errors import SourceError
 from .frames import Frame
-from .media import VideoInput, describe_error
+from .media import describe_error
 from .metrics import Metrics
-from .uri import SourceURI, parse_source_uri, password_of, scrub
+from .readers import GST_KINDS, READERS, Reader
+from .uri import parse_source_uri, password_of, scrub
 
 log = logging.getLogger(__name__)
 
@@ -84,132 +81,6 @@ class FrameQueue:
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
-
-
-class Reader(Protocol):
-    """An opened stream: nominal fps (if known) and an iterator of (BGR image, pts or None)."""
-
-    fps: float | None
-
-    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]: ...
-
-    def close(self) -> None: ...
-
-
-class _AvReader:
-    def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool) -> None:
-        self._input = VideoInput(target, options, timeout)
-        self.fps = self._input.info.fps
-        self.frame_count = None if loop else self._input.info.frames  # as the container states it
-        self._loop = loop
-
-    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
-        offset = 0.0
-        while True:
-            last = None
-            for image, pts in self._input.frames():
-                if pts is not None:
-                    last = pts
-                yield image, None if pts is None else pts + offset
-            if not self._loop or last is None:
-                return
-            offset += last + (1.0 / self.fps if self.fps else 0.04)
-            self._input.seek_start()
-
-    def close(self) -> None:
-        self._input.close()
-
-
-class _CameraReader:
-    """Local cameras through OpenCV (V4L2 on Linux); timeouts keep a dead device from hanging."""
-
-    def __init__(self, target: str, open_s: float, read_s: float) -> None:
-        index: int | str = int(target) if target.isdigit() else target
-        ms = [int(open_s * 1000), int(read_s * 1000)]
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms[1]]
-        self._cap = cv2.VideoCapture(index, cv2.CAP_ANY, params)
-        if not self._cap.isOpened():
-            raise SourceError(f"{target}: cannot open camera")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and fps > 0 else None
-
-    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
-        while True:
-            ok, image = self._cap.read()
-            if not ok or image is None:
-                return
-            yield image, None
-
-    def close(self) -> None:
-        self._cap.release()
-
-
-class _SyntheticReader:
-    """A deterministic pattern: moving disc (class 'object') on a gradient, for tests and benchmarks."""
-
-    def __init__(self, uri: SourceURI) -> None:
-        try:
-            self.width = int(uri.param("width", "640") or 640)
-            self.height = int(uri.param("height", "360") or 360)
-            self.fps: float | None = float(uri.param("fps", "25") or 25)
-            frames = uri.param("frames")
-            self.count = int(frames) if frames else None
-            self.frame_count = self.count
-        except ValueError as e:
-            raise SourceError(f"synthetic source: bad parameter: {e}") from None
-        # Bounded before the base image is allocated: width=100000&height=100000 would be 30 GB.
-        if not (16 <= self.width <= 7680 and 16 <= self.height <= 4320 and 0 < self.fps <= 1000):
-            raise SourceError(
-                "synthetic source: width and height must be >= 16 and fps > 0 (at most 7680x4320, 1000 fps)"
-            )
-        ramp = np.linspace(40, 200, self.width, dtype=np.float32)
-        self._base = np.repeat(np.repeat(ramp[None, :, None], self.height, 0), 3, 2).astype(np.uint8)
-
-    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
-        i = 0
-        while self.count is None or i < self.count:
-            yield synthetic_frame(self._base, i), i / (self.fps or 25.0)
-            i += 1
-
-    def close(self) -> None:
-        pass
-
-
-def synthetic_frame(base: np.ndarray, i: int) -> np.ndarray:
-    img = base.copy()
-    h, w = img.shape[:2]
-    cx = int((0.2 + 0.6 * ((i * 7) % 100) / 100) * w)
-    cv2.circle(img, (cx, h // 2), max(4, h // 5), (30, 30, 220), -1)
-    return img
-
-
-def _open_file(uri: SourceURI, cfg: SourceConfig) -> Reader:
-    return _AvReader(uri.target, {}, None, cfg.loop)
-
-
-def _open_rtsp(uri: SourceURI, cfg: SourceConfig) -> Reader:
-    t = cfg.timeouts
-    # TCP: UDP loses packets on busy networks and smears frames.
-    return _AvReader(uri.target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False)
-
-
-def _open_camera(uri: SourceURI, cfg: SourceConfig) -> Reader:
-    return _CameraReader(uri.target, cfg.timeouts.open_s, cfg.timeouts.read_s)
-
-
-def _open_synthetic(uri: SourceURI, cfg: SourceConfig) -> Reader:
-    return _SyntheticReader(uri)
-
-
-# Source kind (the kinds of uri.SCHEMES, the one URI grammar) -> how its reader opens. The kinds in
-# GST_KINDS may open through GStreamer instead (decoder: gstreamer, or auto on Jetson).
-READERS: dict[str, Callable[[SourceURI, SourceConfig], Reader]] = {
-    "file": _open_file,
-    "rtsp": _open_rtsp,
-    "camera": _open_camera,
-    "synthetic": _open_synthetic,
-}
-GST_KINDS = ("file", "rtsp")
 
 
 class Backoff:

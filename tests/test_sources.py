@@ -363,8 +363,8 @@ def test_watchdog_marks_a_silent_live_stream_down_and_a_late_frame_does_not_brin
 
 
 def test_every_kind_of_the_uri_grammar_has_a_reader() -> None:
-    """A scheme added to uri.SCHEMES without a reader in sources.READERS fails here, not at run time."""
-    from streamseg.sources import GST_KINDS, READERS
+    """A scheme added to uri.SCHEMES without a reader in readers.READERS fails here, not at run time."""
+    from streamseg.readers import GST_KINDS, READERS
     from streamseg.uri import SCHEMES, parse_source_uri
 
     kinds = {info.kind for info in SCHEMES.values()} | {parse_source_uri(u).kind for u in ("0", "clip.mp4")}
