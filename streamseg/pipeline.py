@@ -192,6 +192,7 @@ class Pipeline:
         self._smoother = Smoother(cfg.postprocess.smoothing)
         self._change = threading.Lock()  # one change at a time (API requests, SIGHUP)
         self._barriers: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
+        self._loop_ended = threading.Event()
         self._removed_frames: dict[str, int] = {}  # frames processed by streams removed while running
         self._removed_errors: list[str] = []
 
@@ -284,6 +285,7 @@ class Pipeline:
                 self._loop(backend, batcher)
             finally:
                 status_done.set()
+                self._loop_ended.set()  # a change waiting on the loop stops waiting (it ended by itself)
                 with self._change:  # a change under way finishes first; none starts after this
                     self._batcher = None
                 sources, workers = self._sources, self._workers
@@ -384,7 +386,7 @@ class Pipeline:
         done = threading.Event()
         self._barriers.put(done)
         while not done.wait(0.1):
-            if self._batcher is None or self.stop_event.is_set():
+            if self._loop_ended.is_set() or self.stop_event.is_set():
                 return  # the loop ended; shutdown drains what remains
 
     # --- streams at runtime --------------------------------------------------------------------
@@ -446,7 +448,7 @@ class Pipeline:
 
     def _add(self, sc: SourceConfig, new_cfg: PipelineConfig) -> None:
         batcher, c, m = self._batcher, self.model.contract, self.metrics
-        if batcher is None or self.stop_event.is_set():
+        if batcher is None or self.stop_event.is_set() or self._loop_ended.is_set():
             raise StreamChangeError("the pipeline is not running", 503)
         meter = ZoneMeter(sc.zones, c.num_classes, sc.homography) if sc.zones else None
         source = Source(sc, m, self.max_frames)
@@ -483,14 +485,14 @@ class Pipeline:
                 f"stream '{name}' is named by event rule(s) {', '.join(rules)}; rules change with a restart", 409
             )
         batcher, m = self._batcher, self.metrics
-        if batcher is None or self.stop_event.is_set():
+        if batcher is None or self.stop_event.is_set() or self._loop_ended.is_set():
             raise StreamChangeError("the pipeline is not running", 503)
         source = next(s for s in self._sources if s.name == name)
         source.stop()
         source.join(2.0)
         # What the reader queued still goes through the model: the outputs get every frame read.
         drain_by = time.monotonic() + DRAIN_S
-        while len(source.queue) and time.monotonic() < drain_by and not self.stop_event.is_set():
+        while len(source.queue) and time.monotonic() < drain_by and not self._loop_ended.is_set():
             time.sleep(0.01)
         batcher.remove(name)
         self._after_batch()
