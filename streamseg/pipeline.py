@@ -195,6 +195,7 @@ class Pipeline:
         self._loop_ended = threading.Event()
         self._removed_frames: dict[str, int] = {}  # frames processed by streams removed while running
         self._removed_errors: list[str] = []
+        self._orphaned = 0  # results whose stream had no worker any more (dropped)
 
     def stop(self) -> None:
         """Ask every stage to finish; safe from signal handlers and other threads."""
@@ -318,60 +319,70 @@ class Pipeline:
         on_device = backend.device_frames(self.palette, cfg.overlay.alpha, cfg.overlay.mode == "blend")
         if on_device is not None:
             log.info("pre/post-processing on %s", backend.description)
-        while not self.stop_event.is_set():
-            self._pass_barriers()  # a removal waits here: no batch in flight holds its stream's frames
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                log.info("duration reached")
-                break
-            # The batcher gives up after a short wait so --duration holds while no stream sends a
-            # frame (a dead camera beside a finished file); each source runs its own watchdog.
-            wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, deadline - now)
-            batch: Batch | None = batcher.next_batch(self.stop_event, timeout=wait)
-            if batch is None:
-                sources = self._sources
-                if sources and all(s.finished.is_set() for s in sources):
+        try:
+            while not self.stop_event.is_set():
+                self._pass_barriers()  # a removal waits here: no batch in flight holds its stream's frames
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    log.info("duration reached")
                     break
-                if not sources:  # an empty shard idles until stopped (a StatefulSet must not crash-loop)
-                    self.stop_event.wait(wait)
-                continue
-            m.batch_size.observe(len(batch))
+                # The batcher gives up after a short wait so --duration holds while no stream sends a
+                # frame (a dead camera beside a finished file); each source runs its own watchdog.
+                wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, deadline - now)
+                batch: Batch | None = batcher.next_batch(self.stop_event, timeout=wait)
+                if batch is None:
+                    sources = self._sources
+                    if sources and all(s.finished.is_set() for s in sources):
+                        break
+                    if not sources:  # an empty shard idles until stopped (a StatefulSet must not crash-loop)
+                        self.stop_event.wait(wait)
+                    continue
+                m.batch_size.observe(len(batch))
 
-            t0 = time.perf_counter()
-            images = [f.image for f in batch.frames]
-            tensor = preprocess(images, c.input) if on_device is None else on_device.preprocess(images)
-            t1 = time.perf_counter()
-            try:
-                output = backend.infer(tensor)
-            except TransientBackendError as e:  # the backend recovers on its own (a remote server)
-                self._drop_batch(batch, e)
-                continue
-            t2 = time.perf_counter()
-            maps = self.temporal.class_maps(batch.frames, output)  # to_class_maps, smoothed per stream if asked
-            # the device's histograms and blend are of the unsmoothed labels: with smoothing, CPU does them
-            done_on_device = on_device is not None and not self.temporal.active
-            device_done = on_device.finish(backend.last_labels, c.num_classes) if done_on_device else None
-            results = []
-            for i, (frame, cmap) in enumerate(zip(batch.frames, maps, strict=True)):
-                ratios, overlay = (area_ratios(cmap, c.num_classes), None) if device_done is None else device_done[i]
-                shown = smoother.update(frame.stream, ratios)
-                for name, value in zip(c.class_names, shown, strict=True):
-                    m.class_area.labels(frame.stream, name).set(float(value))
-                cmap = np.ascontiguousarray(cmap)
-                meter = self._zone_meters.get(frame.stream)
-                zones = meter.measure(cmap) if meter is not None else ()
-                if zones:
-                    m.set_zones(frame.stream, zones, c.class_names)
-                results.append(SegResult(frame, cmap, ratios, overlay, zones, self.rle.encode(frame.index, cmap)))
-            t3 = time.perf_counter()
-            h_pre.observe(t1 - t0)
-            h_inf.observe(t2 - t1)
-            h_post.observe(t3 - t2)
+                t0 = time.perf_counter()
+                images = [f.image for f in batch.frames]
+                tensor = preprocess(images, c.input) if on_device is None else on_device.preprocess(images)
+                t1 = time.perf_counter()
+                try:
+                    output = backend.infer(tensor)
+                except TransientBackendError as e:  # the backend recovers on its own (a remote server)
+                    self._drop_batch(batch, e)
+                    continue
+                t2 = time.perf_counter()
+                maps = self.temporal.class_maps(batch.frames, output)  # to_class_maps, smoothed per stream if asked
+                # the device's histograms and blend are of the unsmoothed labels: with smoothing, CPU does them
+                done_on_device = on_device is not None and not self.temporal.active
+                device_done = on_device.finish(backend.last_labels, c.num_classes) if done_on_device else None
+                results = []
+                for i, (frame, cmap) in enumerate(zip(batch.frames, maps, strict=True)):
+                    if device_done is None:
+                        ratios, overlay = area_ratios(cmap, c.num_classes), None
+                    else:
+                        ratios, overlay = device_done[i]
+                    shown = smoother.update(frame.stream, ratios)
+                    for name, value in zip(c.class_names, shown, strict=True):
+                        m.class_area.labels(frame.stream, name).set(float(value))
+                    cmap = np.ascontiguousarray(cmap)
+                    meter = self._zone_meters.get(frame.stream)
+                    zones = meter.measure(cmap) if meter is not None else ()
+                    if zones:
+                        m.set_zones(frame.stream, zones, c.class_names)
+                    results.append(SegResult(frame, cmap, ratios, overlay, zones, self.rle.encode(frame.index, cmap)))
+                t3 = time.perf_counter()
+                h_pre.observe(t1 - t0)
+                h_inf.observe(t2 - t1)
+                h_post.observe(t3 - t2)
 
-            workers = self._workers
-            for r in results:  # blocks when a stream's outputs lag: back-pressure to the batcher
-                workers[r.frame.stream].queue.put(r)
-        self._pass_barriers()
+                workers = self._workers
+                for r in results:  # blocks when a stream's outputs lag: back-pressure to the batcher
+                    worker = workers.get(r.frame.stream)
+                    if worker is None:  # removed meanwhile (a bug if it happens: removal waits for the batch)
+                        self._orphaned += 1
+                        log.debug("stream %s: a result after its removal dropped", r.frame.stream)
+                        continue
+                    worker.queue.put(r)
+        finally:  # a change waiting on the barrier goes on, also when the loop raised
+            self._pass_barriers()
 
     def _pass_barriers(self) -> None:
         while True:
@@ -385,8 +396,10 @@ class Pipeline:
         stream the batcher no longer feeds is still on its way to that stream's worker."""
         done = threading.Event()
         self._barriers.put(done)
+        # Not on stop_event: after a stop the loop still finishes the batch it holds, which may
+        # carry the removed stream's frames; the loop passes the barriers when it exits.
         while not done.wait(0.1):
-            if self._loop_ended.is_set() or self.stop_event.is_set():
+            if self._loop_ended.is_set():
                 return  # the loop ended; shutdown drains what remains
 
     # --- streams at runtime --------------------------------------------------------------------

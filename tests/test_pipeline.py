@@ -431,3 +431,60 @@ def test_an_added_stream_must_fit_the_outputs_and_the_shard() -> None:
     with pytest.raises(StreamChangeError) as e:
         p.validate_source({"name": name, "uri": "synthetic://"})
     assert e.value.status == 409 and "shard" in str(e.value) and "(0/2)" in str(e.value)
+
+
+def test_a_stop_while_a_removal_waits_for_the_batch_lets_the_batch_finish_first(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a DELETE waits at the loop's barrier: the removal goes on only once the loop
+    has handed the batch that holds the stream's frames to its worker; no KeyError, no lost frame."""
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+
+    class SlowBatcher(pipeline_mod.Batcher):
+        def next_batch(self, *args: Any, **kwargs: Any) -> Any:
+            batch = super().next_batch(*args, **kwargs)
+            if batch is not None and hold.is_set() and any(f.stream == "b" for f in batch.frames):
+                hold.clear()
+                entered.set()
+                release.wait(10)  # a slow model: the batch with b's frames is in flight
+            return batch
+
+    monkeypatch.setattr(pipeline_mod, "Batcher", SlowBatcher)
+    monkeypatch.setattr(pipeline_mod, "DRAIN_S", 0.1)
+    src = "synthetic://?width=64&height=48&fps=100"
+    cfg = config(
+        fake_backend,
+        f'[{{name: a, uri: "{src}"}}, {{name: b, uri: "{src}"}}]',
+        f'[{{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]',
+    )
+    p = Pipeline(cfg)
+    removed: dict[str, Any] = {}
+
+    def remove() -> None:
+        try:
+            removed["frames"] = p.remove_stream("b")
+        except BaseException as e:
+            removed["error"] = e
+
+    def drive() -> None:
+        assert p.ready.wait(20)
+        time.sleep(0.2)  # b has frames through
+        hold.set()
+        assert entered.wait(10)
+        remover = threading.Thread(target=remove, daemon=True)
+        remover.start()
+        deadline = time.monotonic() + 10
+        while p._barriers.empty() and time.monotonic() < deadline:  # the removal waits at the barrier
+            time.sleep(0.01)
+        p.stop()
+        time.sleep(0.3)  # long enough for a removal that wrongly goes on at stop
+        release.set()
+        remover.join(20)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    summary = run(p)
+    driver.join(20)
+    assert "error" not in removed, removed.get("error")
+    assert removed["frames"] > 0 and summary.frames["b"] == removed["frames"]
+    assert mp4_frames(tmp_path / "b.mp4") == removed["frames"]
