@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -408,6 +408,68 @@ class _Tidy:
         await self.app(scope, receive, send_no_store)
 
 
+MAX_BODY = 64 * 1024  # a source config is a few hundred bytes; more is a mistake or an attack
+_CHANGES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+
+class _ChangeGuard:
+    """ASGI middleware before routing, for changes (POST/PATCH/PUT/DELETE under ``/api/``): the
+    token is checked from the headers first (401/403 before a byte of the body is read), then the
+    body is read, at most ``MAX_BODY`` bytes (413 beyond, by Content-Length or counted when
+    chunked), and handed on to the route."""
+
+    def __init__(self, app: Any, auth: ChangeAuth, limit: int = MAX_BODY) -> None:
+        self.app, self.auth, self.limit = app, auth, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in _CHANGES or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        from fastapi import HTTPException
+
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        authorization = headers.get(b"authorization")
+        try:
+            self.auth.check(authorization.decode("latin-1") if authorization is not None else None)
+        except HTTPException as e:
+            await _refusal(send, e.status_code, str(e.detail), e.headers)
+            return
+        too_big = f"the body is larger than {self.limit // 1024} KiB"
+        length = headers.get(b"content-length", b"").strip()
+        if length.isdigit() and int(length) > self.limit:  # a bad one is uvicorn's to refuse
+            await _refusal(send, 413, too_big)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:  # chunked: counted as it comes
+                await _refusal(send, 413, too_big)
+                return
+        given = False
+
+        async def replay() -> Any:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refusal(send: Any, status: int, error: str, headers: Mapping[str, str] | None = None) -> None:
+    """A refusal in the API's error shape, sent straight from ASGI middleware."""
+    body = json.dumps({"error": error, "key": None}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
 def build_app(
     title: str,
     hub: LiveHub,
@@ -442,6 +504,8 @@ def build_app(
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: no use offline
         redoc_url=None,
     )
+    # added last is outermost: paths are tidied before the guard of changes sees them
+    app.add_middleware(_ChangeGuard, auth=auth or ChangeAuth("127.0.0.1", None))
     app.add_middleware(_Tidy)
 
     @app.get("/", response_class=HTMLResponse, response_model=None, include_in_schema=False)
@@ -547,6 +611,7 @@ def _change_routes(app: FastAPI, control: StreamControl, auth: ChangeAuth) -> No
             (401, "a valid bearer token is required"),
             (403, f"refused: bound beyond loopback and {TOKEN_ENV} unset"),
             (404, "no such stream"),
+            (413, "the body is larger than 64 KiB"),
             (409, "the name is taken, or another shard owns it"),
             (422, "invalid source config; key is the path of the bad key"),
             (503, "the pipeline is not running"),

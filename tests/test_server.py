@@ -4,6 +4,7 @@ change-token rule, binding, and a hundred MJPEG viewers."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from streamseg.config import parse_config
+from streamseg.config import SourceConfig, parse_config
 from streamseg.errors import OutputError
 from streamseg.server import TOKEN_ENV, ChangeAuth, HttpServer, LiveHub, is_loopback
 
@@ -259,7 +260,7 @@ def test_change_auth_over_http(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         url = srv.url + "api/test-change"
         status, body, headers = _get(url, method="POST")
-        assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and "detail" in json.loads(body)
+        assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and json.loads(body)["key"] is None
         assert _get(url, {"Authorization": "Bearer nope"}, "POST")[0] == 401 and not changed
         assert _get(url, {"Authorization": "Bearer t0ken-from-env"}, "POST")[:2] == (200, b'{"ok":true}')
         assert changed == [1]
@@ -393,3 +394,75 @@ def test_json_as_before_and_repeated_slashes(small: HttpServer) -> None:
     assert _get(small.url + "healthz")[1] == b'{"status": "starting"}'
     assert _get(small.url + "/metrics")[:2] == (200, b"# m\n")
     assert _get(small.url + "//api//streams")[1] == b'{"name": "small", "streams": []}'
+
+
+class _Control:
+    """Stands in for the pipeline behind the change endpoints; records what reached it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def add_stream(self, data: object) -> Any:
+        self.calls.append(("add", data))
+        return SourceConfig.model_validate(data)
+
+    def remove_stream(self, name: str) -> int:
+        self.calls.append(("remove", name))
+        return 0
+
+    def change_stream(self, name: str, data: object) -> Any:
+        self.calls.append(("change", data))
+        return SourceConfig.model_validate({"name": name, "uri": "synthetic://"})
+
+
+def _request(
+    port: int, method: str, path: str, body: bytes | Iterator[bytes] = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One request through http.client (chunked when ``body`` is an iterator of chunks)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        given = dict(headers or {})
+        if isinstance(body, bytes):
+            conn.request(method, path, body, given)
+        else:
+            conn.request(method, path, body, given, encode_chunked=True)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def control_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[HttpServer, _Control]]:
+    """A server with change endpoints, bound to the host the test names (indirect), no token."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    control = _Control()
+    host = getattr(request, "param", "127.0.0.1")
+    srv = HttpServer(host, 0, "t", LiveHub([]), lambda: b"", lambda: (True, {}), lambda: [], streams=control)
+    srv.start()
+    yield srv, control
+    srv.stop()
+
+
+@pytest.mark.parametrize("control_server", ["0.0.0.0"], indirect=True)
+def test_a_change_beyond_loopback_without_a_token_is_refused_before_its_body_is_read(
+    control_server: tuple[HttpServer, _Control],
+) -> None:
+    srv, control = control_server
+    status, body = _request(srv.port, "POST", "/api/streams", b"{not json", {"Content-Type": "application/json"})
+    assert status == 403 and json.loads(body)["key"] is None and TOKEN_ENV in json.loads(body)["error"]
+    assert not control.calls
+
+
+def test_a_change_body_over_64_kib_is_refused(control_server: tuple[HttpServer, _Control]) -> None:
+    srv, control = control_server
+    big = json.dumps({"name": "x", "uri": "synthetic://", "pad": "x" * (100 * 1024)}).encode()
+    json_type = {"Content-Type": "application/json"}
+    assert _request(srv.port, "POST", "/api/streams", big, json_type)[0] == 413
+    assert _request(srv.port, "POST", "/api/streams", iter([big[:50_000], big[50_000:]]), json_type)[0] == 413
+    assert not control.calls
+    small = json.dumps({"name": "x", "uri": "synthetic://"}).encode()
+    assert _request(srv.port, "POST", "/api/streams", iter([small[:10], small[10:]]), json_type)[0] == 201
+    assert control.calls == [("add", {"name": "x", "uri": "synthetic://"})]

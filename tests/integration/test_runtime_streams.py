@@ -133,7 +133,7 @@ def test_changes_beyond_loopback_need_the_token(run_pipeline, tmp_path: Path, mo
     assert rp.pipeline.http is not None
     url = f"http://127.0.0.1:{rp.pipeline.http.port}/api/streams"
     status, body = _call(url, "POST", _source("c"))
-    assert status == 403 and "STREAMSEG_API_TOKEN" in body["detail"]
+    assert status == 403 and "STREAMSEG_API_TOKEN" in body["error"] and body["key"] is None
     assert _call(url + "/a", "DELETE")[0] == 403
     rp.stop()
 
