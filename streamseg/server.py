@@ -470,6 +470,15 @@ async def _refusal(send: Any, status: int, error: str, headers: Mapping[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+def allowed_hosts(host: str) -> list[str]:
+    """The Host header values a server bound to ``host`` answers (400 for any other): ``host``
+    itself and this machine's loopback names; any when bound to every address (0.0.0.0, ::)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return ["*"]
+    bare = host.strip("[]").lower()
+    return list(dict.fromkeys([f"[{bare}]" if ":" in bare else bare, "localhost", "127.0.0.1", "[::1]"]))
+
+
 def build_app(
     title: str,
     hub: LiveHub,
@@ -480,6 +489,7 @@ def build_app(
     config: Callable[[], BaseModel] | None = None,
     control: StreamControl | None = None,
     auth: ChangeAuth | None = None,
+    host: str = "127.0.0.1",
 ) -> FastAPI:
     """The FastAPI application: the same routes the hand-written server had, plus the read-only API.
 
@@ -490,6 +500,7 @@ def build_app(
     from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
     from prometheus_client import CONTENT_TYPE_LATEST
     from pydantic import BaseModel
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from . import __version__
 
@@ -507,6 +518,10 @@ def build_app(
     # added last is outermost: paths are tidied before the guard of changes sees them
     app.add_middleware(_ChangeGuard, auth=auth or ChangeAuth("127.0.0.1", None))
     app.add_middleware(_Tidy)
+    # Against DNS rebinding (a page on evil.example whose name turns into 127.0.0.1): only the
+    # names this server is reached by on this machine. Bound to every address any name is fine:
+    # then changes need the token anyway.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
 
     @app.get("/", response_class=HTMLResponse, response_model=None, include_in_schema=False)
     @app.get("/index.html", response_class=HTMLResponse, response_model=None, include_in_schema=False)
@@ -744,7 +759,7 @@ class HttpServer:
         self.host = host
         # The token comes from the environment unless given (tests give it).
         self.auth = ChangeAuth(host, token if token is not None else os.environ.get(TOKEN_ENV))
-        self.app = build_app(title, hub, metrics, health, status, palette, config, streams, self.auth)
+        self.app = build_app(title, hub, metrics, health, status, palette, config, streams, self.auth, host)
         self._sock = _listen(host, port)
         self.port = int(self._sock.getsockname()[1])
         if self.auth.exposed and self.auth.token is None:

@@ -22,7 +22,7 @@ import pytest
 
 from streamseg.config import SourceConfig, parse_config
 from streamseg.errors import OutputError
-from streamseg.server import TOKEN_ENV, ChangeAuth, HttpServer, LiveHub, is_loopback
+from streamseg.server import TOKEN_ENV, ChangeAuth, HttpServer, LiveHub, allowed_hosts, is_loopback
 
 BIG = 4 << 20  # far larger than any socket buffer: the server is still writing when the client goes
 
@@ -51,7 +51,7 @@ def _hang_up(port: int, path: str, reset: bool) -> None:
     """Ask for ``path``, read a little of the answer, then close (with a RST when ``reset``)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         s.recv(1024)
         if reset:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -299,7 +299,7 @@ def _mjpeg_client(port: int, read: bool) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     if not read:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.sendall(b"GET /stream/cam.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /stream/cam.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     return s
 
 
@@ -466,3 +466,18 @@ def test_a_change_body_over_64_kib_is_refused(control_server: tuple[HttpServer, 
     small = json.dumps({"name": "x", "uri": "synthetic://"}).encode()
     assert _request(srv.port, "POST", "/api/streams", iter([small[:10], small[10:]]), json_type)[0] == 201
     assert control.calls == [("add", {"name": "x", "uri": "synthetic://"})]
+
+
+def test_a_loopback_server_answers_only_its_own_host_names(small: HttpServer) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 gets 400."""
+    for host, status in (("evil.example", 400), (f"evil.example:{small.port}", 400), ("localhost", 200)):
+        assert _request(small.port, "GET", "/api/streams", headers={"Host": host})[0] == status, host
+    assert _request(small.port, "GET", "/api/streams", headers={"Host": f"127.0.0.1:{small.port}"})[0] == 200
+    assert _request(small.port, "GET", "/api/streams", headers={"Host": "[::1]"})[0] == 200
+
+
+def test_allowed_hosts() -> None:
+    assert allowed_hosts("0.0.0.0") == ["*"] and allowed_hosts("::") == ["*"]
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts("192.168.1.5") == ["192.168.1.5", "localhost", "127.0.0.1", "[::1]"]
+    assert allowed_hosts("::1") == ["[::1]", "localhost", "127.0.0.1"]
