@@ -94,6 +94,10 @@ class StreamWorker:
         zones = next((s.zones for s in cfg.sources if s.name == name), [])  # cfg: the one it was added with
         self._zone_outlines = [(z.name, z.polygon) for z in zones] if cfg.overlay.zones else []
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def start(self) -> None:
         self._thread.start()
 
@@ -465,22 +469,36 @@ class Pipeline:
             raise StreamChangeError("the pipeline is not running", 503)
         meter = ZoneMeter(sc.zones, c.num_classes, sc.homography) if sc.zones else None
         source = Source(sc, m, self.max_frames)
-        m.add_stream(sc.name, c.class_names)
-        m.add_zones(sc.name, sc.zones, c.class_names)
-        tracker = StreamTracker(c.class_names)
-        worker = StreamWorker(sc.name, self._sinks, self.palette, new_cfg, m, tracker)
-        self._stream_series(source, worker, self._sinks)
-        worker.start()
-        if meter is not None:
-            self._zone_meters = {**self._zone_meters, sc.name: meter}
-        self._trackers = {**self._trackers, sc.name: tracker}
-        self._workers = {**self._workers, sc.name: worker}
-        self._sources = [*self._sources, source]
-        if self._hub is not None:
-            self._hub.add_stream(sc.name)
-        self.cfg = new_cfg
-        batcher.add(sc.name, source.queue)
-        source.start()
+        before = (self._sources, self._zone_meters, self._trackers, self._workers, self.cfg)
+        worker: StreamWorker | None = None
+        try:
+            m.add_stream(sc.name, c.class_names)
+            m.add_zones(sc.name, sc.zones, c.class_names)
+            tracker = StreamTracker(c.class_names)
+            worker = StreamWorker(sc.name, self._sinks, self.palette, new_cfg, m, tracker)
+            self._stream_series(source, worker, self._sinks)
+            worker.start()
+            if meter is not None:
+                self._zone_meters = {**self._zone_meters, sc.name: meter}
+            self._trackers = {**self._trackers, sc.name: tracker}
+            self._workers = {**self._workers, sc.name: worker}
+            self._sources = [*self._sources, source]
+            if self._hub is not None:
+                self._hub.add_stream(sc.name)
+            self.cfg = new_cfg
+            batcher.add(sc.name, source.queue)
+            source.start()
+        except BaseException:
+            # Undo what was registered, so a failed add leaves the pipeline as it was.
+            batcher.remove(sc.name)
+            source.stop()
+            self._sources, self._zone_meters, self._trackers, self._workers, self.cfg = before
+            if self._hub is not None:
+                self._hub.remove_stream(sc.name)
+            if worker is not None and worker.started:
+                worker.finish()
+            m.remove_stream(sc.name)
+            raise
         log.info("stream %s added (%s)", sc.name, sc.display_uri)
 
     def remove_stream(self, name: str) -> int:
@@ -491,12 +509,7 @@ class Pipeline:
 
     def _remove(self, name: str) -> int:
         self.stream_config(name)  # 404 first
-        # Event rules are built for the streams of the start; a rule's stream stays until a restart.
-        rules = [r.name for r in self.cfg.events.rules if r.stream == name] if self.cfg.events else []
-        if rules:
-            raise StreamChangeError(
-                f"stream '{name}' is named by event rule(s) {', '.join(rules)}; rules change with a restart", 409
-            )
+        self._check_rules(name)
         batcher, m = self._batcher, self.metrics
         if batcher is None or self.stop_event.is_set() or self._loop_ended.is_set():
             raise StreamChangeError("the pipeline is not running", 503)
@@ -533,6 +546,14 @@ class Pipeline:
         log.info("stream %s removed after %d frame(s)", name, worker.processed)
         return worker.processed
 
+    def _check_rules(self, name: str) -> None:
+        """Event rules are built for the streams of the start: a rule's stream stays until a restart (409)."""
+        rules = [r.name for r in self.cfg.events.rules if r.stream == name] if self.cfg.events else []
+        if rules:
+            raise StreamChangeError(
+                f"stream '{name}' is named by event rule(s) {', '.join(rules)}; rules change with a restart", 409
+            )
+
     def change_stream(self, name: str, data: object) -> SourceConfig:
         """Change stream ``name``'s settings: ``data`` (keys of a source config) over its current
         ones, then remove and add it (its outputs start new files, its frame numbers start at 0).
@@ -559,15 +580,22 @@ class Pipeline:
             return sc
 
     def reload(self, path: str) -> None:
-        """SIGHUP: read the pipeline file again and apply its sources' difference (removed, changed,
-        added); other changes need a restart and are named in one warning. A file that does not
-        validate is one error line and changes nothing."""
+        """SIGHUP: read the pipeline file again and make the running streams equal to its sources
+        (removed, changed, added; streams added over the API are removed too); other changes need a
+        restart and are named in one warning. The whole change is checked first: a file that does
+        not validate, or a change that would be refused, is one error line and changes nothing."""
+        if self._batcher is None or not self.ready.is_set():
+            log.error("reload ignored: the pipeline is not running yet")
+            return
         try:
             new = load_config(path)
         except ConfigError as e:
             log.error("reload ignored: %s", e)
             return
         with self._change:
+            if self._batcher is None or self.stop_event.is_set() or self._loop_ended.is_set():
+                log.error("reload ignored: the pipeline is not running")
+                return
             old_cfg = self.cfg
             rest = {"sources"}
             if new.model_dump(exclude=rest) != old_cfg.model_dump(exclude=rest):
@@ -579,19 +607,32 @@ class Pipeline:
             changed = [n for n in old if n in now and now[n] != old[n]]
             added = [n for n in now if n not in old]
             running = {s.name for s in self._sources}
+            # The plan, checked whole before anything changes: each step's config through the
+            # file's cross-checks against the running outputs, and the rules' streams.
+            try:
+                for n in removed + changed:
+                    if n in running:
+                        self._check_rules(n)
+                sources = [s for s in old_cfg.sources if s.name not in removed + changed]
+                steps = []
+                for n in changed + added:
+                    sources = [*sources, now[n]]
+                    steps.append((n, self._with_sources(sources)))
+            except StreamChangeError as e:
+                log.error("reload refused, nothing changed: %s", e)
+                return
             try:
                 for n in removed + changed:
                     if n in running:
                         self._remove(n)
                     else:  # another shard's stream: the config only
                         self.cfg = self.cfg.model_copy(update={"sources": [s for s in self.cfg.sources if s.name != n]})
-                for n in changed + added:
-                    cfg = self._with_sources([*self.cfg.sources, now[n]])
+                for n, cfg in steps:
                     if self.shard.owns(n):
                         self._add(now[n], cfg)
                     else:
                         self.cfg = cfg
-            except StreamChangeError as e:
+            except StreamChangeError as e:  # the pipeline stopped meanwhile
                 log.error("reload stopped: %s", e)
                 return
             if removed or changed or added:

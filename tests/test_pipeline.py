@@ -488,3 +488,41 @@ def test_a_stop_while_a_removal_waits_for_the_batch_lets_the_batch_finish_first(
     assert "error" not in removed, removed.get("error")
     assert removed["frames"] > 0 and summary.frames["b"] == removed["frames"]
     assert mp4_frames(tmp_path / "b.mp4") == removed["frames"]
+
+
+def test_a_reload_whose_plan_fails_changes_nothing(
+    fake_backend: LoadedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file's streams checked against the running outputs before any is touched: b and c
+    cannot share the running one-file video output, so a keeps running and nothing is added."""
+    src = "synthetic://?width=64&height=48&fps=50"
+    one = f'[{{type: video, path: "{tmp_path}/one.mp4"}}]'
+    p = Pipeline(config(fake_backend, f'[{{name: a, uri: "{src}"}}]', one))
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""
+sources: [{{name: b, uri: "{src}"}}, {{name: c, uri: "{src}"}}]
+model: {{path: "{fake_backend.sidecar}", backend: onnxruntime, device: cpu}}
+batch: {{max_batch: 2, max_wait_ms: 5}}
+outputs: [{{type: video, path: "{tmp_path}/{{stream}}.mp4"}}]
+http: {{enabled: false, port: 0}}
+""")
+    p.reload(str(path))  # before run(): refused with one line
+    assert "not running yet" in caplog.text and [s.name for s in p.cfg.sources] == ["a"]
+    seen: dict[str, Any] = {}
+
+    def drive() -> None:
+        assert p.ready.wait(20)
+        p.reload(str(path))
+        seen["running"] = [s.name for s in p._sources]
+        seen["config"] = [s.name for s in p.cfg.sources]
+        seen["workers"] = sorted(p._workers)
+        time.sleep(0.2)
+        p.stop()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    summary = run(p)
+    driver.join(20)
+    assert seen == {"running": ["a"], "config": ["a"], "workers": ["a"]}
+    assert "reload refused, nothing changed: outputs" in caplog.text
+    assert summary.frames["a"] > 0 and mp4_frames(tmp_path / "one.mp4") == summary.frames["a"]
