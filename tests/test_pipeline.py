@@ -526,3 +526,43 @@ http: {{enabled: false, port: 0}}
     assert seen == {"running": ["a"], "config": ["a"], "workers": ["a"]}
     assert "reload refused, nothing changed: outputs" in caplog.text
     assert summary.frames["a"] > 0 and mp4_frames(tmp_path / "one.mp4") == summary.frames["a"]
+
+
+def test_an_add_that_fails_midway_undoes_what_it_registered(
+    fake_backend: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = "synthetic://?width=64&height=48&fps=50"
+    p = Pipeline(config(fake_backend, f'[{{name: a, uri: "{src}"}}]', "[]"))
+    real_start = Source.start
+
+    def start(self: Source) -> None:
+        if self.name == "c":
+            raise RuntimeError("thread limit reached")
+        real_start(self)
+
+    monkeypatch.setattr(Source, "start", start)
+    seen: dict[str, Any] = {}
+
+    def drive() -> None:
+        assert p.ready.wait(20)
+        try:
+            p.add_stream({"name": "c", "uri": src})
+        except RuntimeError as e:
+            seen["error"] = str(e)
+        assert p._batcher is not None
+        seen["state"] = ([s.name for s in p._sources], sorted(p._workers), sorted(p._trackers), p._batcher.names)
+        seen["config"] = [s.name for s in p.cfg.sources]
+        seen["series"] = 'stream="c"' in p.metrics.exposition().decode()
+        p.stop()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    summary = run(p)
+    driver.join(20)
+    assert seen == {
+        "error": "thread limit reached",
+        "state": (["a"], ["a"], ["a"], ("a",)),
+        "config": ["a"],
+        "series": False,
+    }
+    assert list(summary.frames) == ["a"]
