@@ -9,9 +9,10 @@
   an offline site cannot reach.
 
 Binds 127.0.0.1 unless configured otherwise. Changes need a token (``STREAMSEG_API_TOKEN``) when
-bound beyond loopback: ``ChangeAuth`` decides. Errors of a change are JSON: ``{"error": "key.path:
-message", "key": "key.path"}``. The page shows stream names only, never URLs, so no password can
-reach a browser.
+bound beyond loopback: ``ChangeAuth`` decides. Errors under ``/api/`` are JSON: ``{"error":
+"key.path: message", "key": "key.path"}``, with ``"key": null`` when no key is at fault (400, 401,
+403, 404, 405, 413). The page shows stream names only, never URLs, so no password can reach a
+browser.
 
 FastAPI and uvicorn are imported when a server is built, never by ``import streamseg``.
 """
@@ -496,10 +497,12 @@ def build_app(
     Plain ``def`` endpoints run in the thread pool (they call into the pipeline, which takes
     locks); the MJPEG streams are ``async`` and hold no thread, so a hundred viewers cost none.
     """
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
     from prometheus_client import CONTENT_TYPE_LATEST
     from pydantic import BaseModel
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from . import __version__
@@ -555,6 +558,16 @@ def build_app(
         )
         def api_config() -> Response:
             return _json(public_config(get_config()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def api_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Under /api/ every refusal has the documented shape (401, 403, 404, 405, ...);
+        # elsewhere FastAPI's own {"detail": ...}.
+        if not request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, exc)
+        answer = _json({"error": str(exc.detail), "key": None}, exc.status_code)
+        answer.headers.update(exc.headers or {})
+        return answer
 
     if control is not None:
         _change_routes(app, control, auth or ChangeAuth("127.0.0.1", None))

@@ -481,3 +481,19 @@ def test_allowed_hosts() -> None:
     assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
     assert allowed_hosts("192.168.1.5") == ["192.168.1.5", "localhost", "127.0.0.1", "[::1]"]
     assert allowed_hosts("::1") == ["[::1]", "localhost", "127.0.0.1"]
+
+
+def test_api_refusals_have_the_documented_shape(control_server: tuple[HttpServer, _Control]) -> None:
+    """404 (no route), 405 (no such method), 400 (not JSON) under /api/: {"error", "key": null};
+    other paths keep FastAPI's {"detail"}."""
+    srv, _ = control_server
+    json_type = {"Content-Type": "application/json"}
+    for method, path, body, status in (
+        ("GET", "/api/nope", b"", 404),
+        ("PUT", "/api/streams", b"{}", 405),
+        ("POST", "/api/streams", b"{not json", 400),
+    ):
+        got, answer = _request(srv.port, method, path, body, json_type)
+        assert got == status and set(json.loads(answer)) == {"error", "key"}, (method, path, answer)
+        assert json.loads(answer)["key"] is None and json.loads(answer)["error"]
+    assert json.loads(_request(srv.port, "GET", "/nope")[1]) == {"detail": "Not Found"}
