@@ -428,12 +428,7 @@ class Pipeline:
     def validate_source(self, data: object) -> tuple[SourceConfig, PipelineConfig]:
         """A source config from the API (the same model as the file) and the pipeline config with
         it added; StreamChangeError 422 with the bad key's path when either is invalid."""
-        try:
-            sc = SourceConfig.model_validate(data)
-        except ValidationError as e:
-            loc, msg = describe_validation(e)
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            raise StreamChangeError(f"{key}: {msg}", 422, key) from None
+        sc = _source_from_api(data)
         if any(s.name == sc.name for s in self.cfg.sources):
             raise StreamChangeError(f"name: a stream named '{sc.name}' exists already", 409, "name")
         if not self.shard.owns(sc.name):
@@ -566,12 +561,7 @@ class Pipeline:
                 raise StreamChangeError("name: a stream cannot be renamed; remove it and add the new one", 422, "name")
             merged = {**old.model_dump(exclude_unset=True), **data}
             others = [s for s in self.cfg.sources if s.name != name]
-            try:
-                sc = SourceConfig.model_validate(merged)
-            except ValidationError as e:
-                loc, msg = describe_validation(e)
-                key = ".".join(str(p) for p in loc) or "(top level)"
-                raise StreamChangeError(f"{key}: {msg}", 422, key) from None
+            sc = _source_from_api(merged)
             new_cfg = self._with_sources([*others, sc])
             if sc == old:
                 return sc
@@ -688,6 +678,16 @@ class Pipeline:
             and (not streams or any(v in ("up", "finished") for v in streams.values()))  # an empty shard is healthy
         )
         return ok, {"status": "ok" if ok else "degraded", "streams": streams}
+
+
+def _source_from_api(data: object) -> SourceConfig:
+    """A source config from the API, by the file's model; StreamChangeError 422 naming the bad key."""
+    try:
+        return SourceConfig.model_validate(data)
+    except ValidationError as e:
+        loc, msg = describe_validation(e)
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        raise StreamChangeError(f"{key}: {msg}", 422, key) from None
 
 
 def close_sinks(sinks: list[Sink], metrics: Metrics | None = None) -> list[str]:

@@ -98,11 +98,6 @@ class LiveHub:
         with self._lock:
             return self._viewers
 
-    @property
-    def clients(self) -> int:
-        """Same as ``viewers()``: the live output paces itself on it."""
-        return self.viewers()
-
     @contextlib.contextmanager
     def watch(self, stream: str) -> Iterator[Viewer]:
         """Count one viewer of ``stream`` for the block; its ``Viewer`` awaits new pictures on the

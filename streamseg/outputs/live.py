@@ -41,7 +41,7 @@ class LiveSink(Sink):
             return
         stream = result.frame.stream
         now = time.monotonic()
-        gap = 1.0 / self.cfg.max_fps if self.hub.clients else max(self._idle_gap, 1.0 / self.cfg.max_fps)
+        gap = 1.0 / self.cfg.max_fps if self.hub.viewers() else max(self._idle_gap, 1.0 / self.cfg.max_fps)
         if now - self._last.get(stream, -1e9) < gap:
             return
         self._last[stream] = now
