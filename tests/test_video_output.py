@@ -260,3 +260,20 @@ def test_sigterm_still_finalizes_a_whole_file(tmp_path: Path) -> None:
         assert c.duration == pytest.approx(written / FPS * 1e6, abs=1e6 / FPS)
         c.seek(1_000_000)
         assert next(c.decode(video=0)).time == pytest.approx(1.0)
+
+
+def test_a_stream_added_again_keeps_its_earlier_recording(tmp_path: Path) -> None:
+    # Removed then added again in one run (API or SIGHUP): with a path without {start}/{index} the
+    # second recording must not overwrite the finalized first one.
+    cfg = VideoOutput.model_validate({"type": "video", "path": f"{tmp_path}/{{stream}}.mp4"})
+    sink = VideoSink(cfg, lambda _: FPS, Metrics())
+    try:
+        for i in range(10):
+            sink.write(result("cam", i), None)
+        sink.close_stream("cam")
+        for i in range(6):
+            sink.write(result("cam", 20 + i), None)
+    finally:
+        sink.close()
+    assert read_numbers(tmp_path / "cam.mp4") == list(range(10))
+    assert read_numbers(tmp_path / "cam-2.mp4") == list(range(20, 26))

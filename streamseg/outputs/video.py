@@ -162,9 +162,11 @@ class FileNames:
 class _Recording:
     """One stream's recording: the open file, where its segment started, rotation and retention."""
 
-    def __init__(self, cfg: VideoOutput, stream: str, fps: float) -> None:
+    def __init__(self, cfg: VideoOutput, stream: str, fps: float, taken: set[Path] | None = None) -> None:
         self.cfg = cfg
         self.stream = stream
+        # files this sink wrote earlier in the run (a stream removed and added again): never reopened
+        self._taken = taken if taken is not None else set()
         self.fps = fps
         self.names = FileNames(cfg.path, stream)
         self.encoder: VideoEncoder | None = None
@@ -218,7 +220,14 @@ class _Recording:
         """A name no file has yet: {index} continues after the highest on disk, {start} is the first
         frame's wall-clock time, moved on by a millisecond where a file already has that name."""
         if not self.names.numbered:
-            return self.names.render(wall_time, 0)
+            path = self.names.render(wall_time, 0)
+            n = 2
+            while path in self._taken:  # keep the earlier recording: name-2.mp4, name-3.mp4, ...
+                first = self.names.render(wall_time, 0)
+                path = first.with_name(f"{first.stem}-{n}{first.suffix}")
+                n += 1
+            self._taken.add(path)
+            return path
         if self._next_index is None:
             indices = [self.names.index_of(p) for p in self.names.existing()]
             self._next_index = max((i for i in indices if i is not None), default=-1) + 1
@@ -290,6 +299,7 @@ class VideoSink(Sink):
         self.cfg = cfg
         self._fps_of = fps_of
         self._recordings: dict[str, _Recording] = {}
+        self._taken: set[Path] = set()  # unnumbered files written this run, shared by the recordings
         self._lock = threading.Lock()
         self._encode = metrics.stage_seconds.labels("encode")
 
@@ -311,7 +321,7 @@ class VideoSink(Sink):
             return
         rec = self._recordings.get(frame.stream)
         if rec is None:
-            rec = _Recording(self.cfg, frame.stream, self.cfg.fps or self._fps_of(frame.stream) or 25.0)
+            rec = _Recording(self.cfg, frame.stream, self.cfg.fps or self._fps_of(frame.stream) or 25.0, self._taken)
             with self._lock:
                 self._recordings[frame.stream] = rec
         image = overlay if overlay is not None else frame.image
@@ -321,7 +331,8 @@ class VideoSink(Sink):
 
     def close_stream(self, stream: str) -> None:
         """Finalize ``stream``'s file now (the stream was removed); a stream added again with the
-        same name starts a new recording (a path without {start} is then overwritten)."""
+        same name starts a new recording; with a path without {start}/{index} it goes to NAME-2.mp4
+        (then -3, ...), so the finalized file is never overwritten within a run."""
         with self._lock:
             rec = self._recordings.pop(stream, None)
         failure = rec.close() if rec is not None else None
