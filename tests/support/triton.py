@@ -79,6 +79,7 @@ class TritonServer:
     def __init__(self) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[str] | None = None
+        self._shm_before: set[Path] = set()
         self.output: list[str] = []
         self._log = tempfile.NamedTemporaryFile("w+", prefix="triton-server-", suffix=".log", delete=False)  # noqa: SIM115
 
@@ -86,6 +87,7 @@ class TritonServer:
         return f"127.0.0.1:{self.grpc_port if protocol == 'grpc' else self.http_port}"
 
     def start(self) -> None:
+        self._shm_before = set(Path("/dev/shm").glob("psm_*"))
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         cmd = [
@@ -131,6 +133,10 @@ class TritonServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(STOP_TIMEOUT_S)
         self.proc = None
+        # Killed Python-backend stubs leave their shared-memory regions behind (/dev/shm/psm_*);
+        # dozens of them from earlier runs kept later servers from becoming ready.
+        for region in set(Path("/dev/shm").glob("psm_*")) - self._shm_before:
+            region.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is None:
