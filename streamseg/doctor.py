@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import platform
 import shutil
@@ -11,20 +10,7 @@ import sys
 
 from . import __version__
 from .errors import MissingDependencyError
-
-
-def cuda_driver() -> str | None:
-    """The CUDA driver version when libcuda loads, else None. TensorRT must not be touched
-    without it: deserializing an engine on a driverless host segfaults the interpreter."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
-        return "present (version unknown)"
-    v = version.value
-    return f"{v // 1000}.{(v % 1000) // 10}"
+from .hardware import cuda_driver
 
 
 def cpu_model() -> str:

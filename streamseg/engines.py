@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from .contract import InputSpec
-from .errors import BackendError, ConfigError
-from .preprocess import preprocess
-from .progress import Steps
+from .errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -96,74 +89,3 @@ def decide(engine: Path, needed: EngineKey, rebuild: bool) -> str:
         )
     log.info("engine %s: building it: %s", engine, reason)
     return "build"
-
-
-_KEY = "model.tensorrt.calibration"
-
-
-class CalibrationBatches:
-    """INT8 calibration input: preprocessed float32 batches of exactly ``batch`` frames.
-
-    TensorRT asks for full batches; a last partial batch is dropped (calibration statistics do
-    not need every frame, and padding would bias them toward the padding).
-    """
-
-    def __init__(self, images: list[np.ndarray], spec: InputSpec, batch: int) -> None:
-        # Bad calibration data is a configuration error (exit 2), named by its key, not a backend failure.
-        if batch < 1:
-            raise ConfigError(f"{_KEY}.batch: must be >= 1, got {batch}")
-        if len(images) < batch:
-            raise ConfigError(f"{_KEY}.data: INT8 calibration needs at least {batch} frames, got {len(images)}")
-        self.images, self.spec, self.batch = images, spec, batch
-
-    def __len__(self) -> int:
-        return len(self.images) // self.batch
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        """The shape of every batch: the input spec's layout at ``batch`` frames."""
-        s = self.spec
-        return (self.batch, 3, s.height, s.width) if s.layout == "NCHW" else (self.batch, s.height, s.width, 3)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        # TensorRT pulls these while it calibrates: the bar (or 5 % log lines) shows how far it got.
-        with Steps(len(self) * self.batch, "INT8 calibration", "frame", log) as steps:
-            for i in range(len(self)):
-                yield preprocess(self.images[i * self.batch : (i + 1) * self.batch], self.spec)
-                steps.update(self.batch)
-
-    @classmethod
-    def from_folder(cls, folder: Path, spec: InputSpec, batch: int, limit: int = 500) -> CalibrationBatches:
-        try:
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        except OSError as e:
-            raise ConfigError(f"{_KEY}.data: INT8 calibration: cannot list {folder}: {e.strerror}") from None
-        images: list[np.ndarray] = []
-        for path in files:  # ``limit`` counts frames read, not files: an unreadable one is skipped
-            if len(images) >= limit:
-                break
-            if (img := cv2.imread(str(path), cv2.IMREAD_COLOR)) is not None:
-                images.append(img)
-        if not images:
-            raise ConfigError(f"{_KEY}.data: INT8 calibration: no readable images in {folder}")
-        return cls(images, spec, batch)
-
-    @classmethod
-    def from_video(cls, uri: str, spec: InputSpec, batch: int, limit: int = 500) -> CalibrationBatches:
-        from .media import VideoInput, describe_error
-        from .uri import redact
-
-        try:
-            video = VideoInput(uri, timeout=(10.0, 10.0))
-        except Exception as e:  # FFmpeg errors of every kind
-            why = describe_error(e)
-            raise ConfigError(f"{_KEY}.data: INT8 calibration: cannot open {redact(uri)}: {why}") from None
-        images = []
-        try:
-            for image, _ in video.frames():
-                images.append(image)
-                if len(images) >= limit:
-                    break
-        finally:
-            video.close()
-        return cls(images, spec, batch)

@@ -155,25 +155,25 @@ def test_steps_draw_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch, caplog:
 
 
 def test_calibration_frames_report_progress(caplog: pytest.LogCaptureFixture) -> None:
+    from streamseg.backends.tensorrt.calibration import CalibrationBatches
     from streamseg.contract import InputSpec
-    from streamseg.engines import CalibrationBatches
 
-    caplog.set_level(logging.INFO, "streamseg.engines")
+    caplog.set_level(logging.INFO, "streamseg.backends.tensorrt")
     spec = InputSpec(name="input", layout="NCHW", height=8, width=12, color="RGB", mean=(0, 0, 0), std=(1, 1, 1))
     images = [np.zeros((8, 12, 3), np.uint8)] * 9
     assert len(list(CalibrationBatches(images, spec, 4))) == 2  # the partial batch is dropped
-    lines = [r.getMessage() for r in caplog.records if r.name == "streamseg.engines"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamseg.backends.tensorrt"]
     assert lines[-1] == "INT8 calibration: 8/8"
 
 
 def test_tensorrt_build_phases_draw_nested_bars(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamseg.backends.tensorrt import _progress_monitor
+    from streamseg.backends.tensorrt.build import progress_monitor
     from tests.support import fake_tensorrt
 
     master, slave = _terminal()
     with os.fdopen(slave, "w") as tty:
         monkeypatch.setattr(sys, "stderr", tty)
-        monitor = _progress_monitor(fake_tensorrt)
+        monitor = progress_monitor(fake_tensorrt)
         monitor.phase_start("Building engine", None, 2)
         monitor.phase_start("Tactic search", "Building engine", 5)
         assert all(monitor.step_complete("Tactic search", i) for i in range(5))

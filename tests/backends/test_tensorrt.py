@@ -1,4 +1,4 @@
-"""streamseg/backends/tensorrt.py on CPU: the driver check, and the backend's orchestration of
+"""streamseg/backends/tensorrt/ on CPU: the driver check, and the backend's orchestration of
 TensorRT and pycuda proven against the strict fake in tests/support/fake_tensorrt.py.
 
 The fake computes with ONNX Runtime on the bytes the backend left in fake device memory, so equal
@@ -23,14 +23,20 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from streamseg.backends import tensorrt as backend_module
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend
-from streamseg.backends.tensorrt import CalibrationConfig, TensorRTBackend, TensorRTConfig, build_engine
+from streamseg.backends.tensorrt import (
+    CalibrationBatches,
+    CalibrationConfig,
+    TensorRTBackend,
+    TensorRTConfig,
+    build_engine,
+)
+from streamseg.backends.tensorrt import build as build_module
 from streamseg.cli import main
 from streamseg.contract import LoadedModel, expected_input_shape, load_model, sha256_file
-from streamseg.doctor import cuda_driver
-from streamseg.engines import CalibrationBatches, EngineKey, cached_key, sidecar_path
+from streamseg.engines import EngineKey, cached_key, sidecar_path
 from streamseg.errors import BackendError, ModelError
+from streamseg.hardware import cuda_driver
 from streamseg.postprocess import to_class_maps
 from tests.support import fake_tensorrt
 from tests.support.fake_tensorrt import FakeGPU
@@ -45,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGPU]:
     """The fake TensorRT and pycuda on a fake GPU, with the backend's driver check saying 'present'."""
     fake = fake_tensorrt.install(monkeypatch)
-    monkeypatch.setattr(backend_module, "cuda_driver", lambda: "12.6")
+    monkeypatch.setattr(build_module, "cuda_driver", lambda: "12.6")
     yield fake
     assert fake.context_depth() == 0, "CUDA contexts pushed and never popped"
     assert fake.pending() == [], "stream work enqueued and never synchronized"
