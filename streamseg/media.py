@@ -44,7 +44,11 @@ class VideoInput:
     """An opened input: ``info`` and ``frames()`` yielding (BGR image, pts seconds)."""
 
     def __init__(
-        self, target: str, options: dict[str, str] | None = None, timeout: tuple[float, float] | None = None
+        self,
+        target: str,
+        options: dict[str, str] | None = None,
+        timeout: tuple[float, float] | None = None,
+        threads: int | None = None,
     ) -> None:
         av = _av()
         self._lock = threading.Lock()
@@ -53,6 +57,11 @@ class VideoInput:
             self._container.close()
             raise ValueError("no video stream in the input")
         self._stream = self._container.streams.video[0]
+        if threads is not None:
+            # 0: FFmpeg picks (one per core, frame and slice threading; a frame of latency per
+            # thread); 1: none. With several streams per core one thread each wastes least.
+            self._stream.thread_type = "AUTO" if threads != 1 else "NONE"
+            self._stream.codec_context.thread_count = threads
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.info = StreamInfo(
             width=self._stream.codec_context.width,
@@ -61,9 +70,16 @@ class VideoInput:
             frames=int(self._stream.frames) or None,
         )
 
-    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+    def frames(self, native: bool = False) -> Iterator[tuple[np.ndarray, float | None]]:
+        """(picture, pts seconds) per frame: BGR (H, W, 3); with ``native``, the decoder's own I420
+        planes (uint8 (H * 3 / 2, W), see ``streamseg.yuv``) whenever it decodes to 4:2:0 at an even
+        size, which skips a full-resolution colour conversion per frame. Full-range (JPEG) 4:2:0 and
+        other layouts are converted to BGR as before."""
         for frame in self._container.decode(self._stream):
-            yield frame.to_ndarray(format="bgr24"), frame.time
+            if native and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+                yield frame.to_ndarray(format="yuv420p"), frame.time
+            else:
+                yield frame.to_ndarray(format="bgr24"), frame.time
 
     def seek_start(self) -> None:
         self._container.seek(0)

@@ -8,13 +8,15 @@ cost page faults on every frame).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .postprocess import nearest_index
+from .yuv import bgr_colors_to_yuv, edit_as_bgr, empty_i420, hstack_i420, i420_size, planes
 
 BACKGROUND_NAMES = frozenset({"background", "_background_", "bg"})
 
@@ -26,6 +28,10 @@ class Palette:
     names: tuple[str, ...]
     colors_bgr: tuple[tuple[int, int, int], ...]
     lut: np.ndarray  # (256, 4) uint8
+    # the same colours for I420 pictures: (256, 2) luma and alpha, (256, 4) U, V, alpha, 0 (one
+    # 32-bit word per pixel, which OpenCV's nearest resize moves fastest)
+    lut_y: np.ndarray
+    lut_uv: np.ndarray
 
     @property
     def num_classes(self) -> int:
@@ -47,7 +53,11 @@ def make_palette(
     for i, (name, color) in enumerate(zip(names, bgr, strict=True)):
         lut[i, :3] = color
         lut[i, 3] = 0 if name in see_through else 255
-    return Palette(tuple(names), bgr, lut)
+    yuv = bgr_colors_to_yuv(lut[:, :3])
+    lut_y = np.ascontiguousarray(np.stack((yuv[:, 0], lut[:, 3]), axis=1))
+    lut_uv = np.zeros((256, 4), np.uint8)
+    lut_uv[:, 0], lut_uv[:, 1], lut_uv[:, 2] = yuv[:, 1], yuv[:, 2], lut[:, 3]
+    return Palette(tuple(names), bgr, lut, lut_y, lut_uv)
 
 
 def voc_colors(n: int) -> list[tuple[int, int, int]]:
@@ -150,6 +160,60 @@ def blend(
     return image
 
 
+def blend_i420(
+    data: np.ndarray, class_map: np.ndarray, palette: Palette, alpha: float, scratch: Scratch | None = None
+) -> np.ndarray:
+    """``blend`` on an I420 picture's planes: luma at full resolution, U and V at half. Writes into
+    ``data`` and returns it. Blending is linear and so is the colour conversion, so this equals
+    blending in BGR up to rounding, except along class edges, where 4:2:0 has one colour per 2x2
+    pixels anyway. Half the pixels of a BGR blend, and no conversion before the encoder."""
+    scratch = scratch or Scratch()
+    painted_small: np.ndarray = np.take(palette.lut[:, 3], class_map) > 0
+    rows = np.asarray(painted_small.any(axis=1))
+    cols = np.asarray(painted_small.any(axis=0))
+    if not rows.any():
+        return data
+    every = bool(painted_small.all())
+    y, u, v = planes(data)
+    for name, lut, targets in (("yA", palette.lut_y, (y,)), ("uvA", palette.lut_uv, (u, v))):
+        ph, pw = targets[0].shape
+        y0, y1 = _painted_rows_cols(rows, ph, class_map.shape[0])
+        x0, x1 = _painted_rows_cols(cols, pw, class_map.shape[1])
+        if y0 >= y1 or x0 >= x1:
+            continue
+        small = np.take(lut, class_map, axis=0)
+        big = scratch.get(name, (ph, pw, lut.shape[1]))
+        cv2.resize(small, (pw, ph), dst=big, interpolation=cv2.INTER_NEAREST_EXACT)
+        box = big[y0:y1, x0:x1]
+        rh, rw = y1 - y0, x1 - x0
+        mask = None
+        if not every:
+            mask = scratch.get(name + "-mask", (ph, pw))[:rh, :rw]
+            cv2.extractChannel(box, len(targets), dst=mask)
+        for c, plane in enumerate(targets):
+            region = plane[y0:y1, x0:x1]
+            color = scratch.get(f"{name}-{c}", (ph, pw))[:rh, :rw]
+            cv2.extractChannel(box, c, dst=color)
+            if mask is None:
+                cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=region)
+            else:
+                mixed = scratch.get(f"{name}-mixed", (ph, pw))[:rh, :rw]
+                cv2.addWeighted(region, 1.0 - alpha, color, alpha, 0.0, dst=mixed)
+                cv2.copyTo(mixed, mask, region)
+    return data
+
+
+def colorize_i420(class_map: np.ndarray, palette: Palette, width: int, height: int) -> np.ndarray:
+    """Class map -> a new I420 picture of the class colours, like ``colorize``'s colour image."""
+    out = empty_i420(height, width)
+    y, u, v = planes(out)
+    cv2.resize(np.take(palette.lut_y[:, 0], class_map), (width, height), dst=y, interpolation=cv2.INTER_NEAREST_EXACT)
+    for c, plane in ((0, u), (1, v)):
+        small = np.take(palette.lut_uv[:, c], class_map)
+        cv2.resize(small, (width // 2, height // 2), dst=plane, interpolation=cv2.INTER_NEAREST_EXACT)
+    return out
+
+
 # Legend text: cap height ~2.5 % of the frame height, so it reads the same on a 160x90 thumbnail
 # and a 4K frame, never below what Hershey glyphs need to stay legible (7 px; 6 to fit a narrow frame).
 LEGEND_CAP_RATIO = 0.025
@@ -168,18 +232,28 @@ def _legend_metrics(labels: list[str], cap: float) -> tuple[float, int, int, int
     return font, thick, round(cap * 1.8), pad, 3 * pad + round(cap) + text_w
 
 
-def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, max_rows: int = 6) -> np.ndarray:
-    """Draw class swatches with area % in the top-left corner, largest classes first. In place.
+@dataclass(frozen=True, slots=True)
+class _LegendLayout:
+    order: list[int]
+    labels: list[str]
+    rows: int
+    x0: int
+    y0: int
+    box_w: int
+    box_h: int
+    pad: int
+    line: int
+    swatch: int
+    font: float
+    thick: int
 
-    Text scales with the frame height (see LEGEND_CAP_RATIO); small frames show fewer rows and a
-    narrow one a slightly smaller font. A frame too small for one legible row gets no legend.
-    """
-    h, w = image.shape[:2]
+
+def _legend_layout(h: int, w: int, palette: Palette, ratios: np.ndarray | None, max_rows: int) -> _LegendLayout | None:
     order = [int(i) for i in (np.argsort(-ratios, kind="stable") if ratios is not None else range(palette.num_classes))]
     labels = [palette.names[i] if ratios is None else f"{palette.names[i]} {100 * ratios[i]:.1f}%" for i in order]
     labels = labels[:max_rows]
     if not labels:
-        return image
+        return None
     cap = float(min(LEGEND_MAX_CAP_PX, max(LEGEND_MIN_CAP_PX, LEGEND_CAP_RATIO * h)))
     font, thick, line, pad, box_w = _legend_metrics(labels, cap)
     if box_w + 2 * pad > w:  # text width is about proportional to the cap height: shrink once
@@ -190,23 +264,51 @@ def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, 
     box_h = 2 * pad + (n - 1) * line + round(1.4 * cap)
     x0 = y0 = pad
     if n < 1 or x0 + box_w + pad > w or y0 + box_h + pad > h:
-        return image
-    roi = image[y0 : y0 + box_h, x0 : x0 + box_w]
+        return None
+    return _LegendLayout(order, labels, n, x0, y0, box_w, box_h, pad, line, s, font, thick)
+
+
+def _paint_legend(image: np.ndarray, lg: _LegendLayout, palette: Palette, dx: int = 0, dy: int = 0) -> None:
+    """Draw the legend into ``image``, whose top-left pixel is the frame's (dx, dy)."""
+    x0, y0 = lg.x0 - dx, lg.y0 - dy
+    roi = image[y0 : y0 + lg.box_h, x0 : x0 + lg.box_w]
     np.floor_divide(roi, 3, out=roi)  # darken so text reads on any frame (in place: no temporaries)
-    for r in range(n):
-        top = y0 + pad + r * line
-        cv2.rectangle(image, (x0 + pad, top), (x0 + pad + s - 1, top + s - 1), palette.colors_bgr[order[r]], -1)
+    s, pad = lg.swatch, lg.pad
+    for r in range(lg.rows):
+        top = y0 + pad + r * lg.line
+        cv2.rectangle(image, (x0 + pad, top), (x0 + pad + s - 1, top + s - 1), palette.colors_bgr[lg.order[r]], -1)
         cv2.putText(
             image,
-            labels[r],
+            lg.labels[r],
             (x0 + 2 * pad + s, top + s),
             cv2.FONT_HERSHEY_SIMPLEX,
-            font,
+            lg.font,
             (255, 255, 255),
-            thick,
+            lg.thick,
             cv2.LINE_AA,
         )
+
+
+def draw_legend(image: np.ndarray, palette: Palette, ratios: np.ndarray | None, max_rows: int = 6) -> np.ndarray:
+    """Draw class swatches with area % in the top-left corner, largest classes first. In place.
+
+    Text scales with the frame height (see LEGEND_CAP_RATIO); small frames show fewer rows and a
+    narrow one a slightly smaller font. A frame too small for one legible row gets no legend.
+    """
+    lg = _legend_layout(image.shape[0], image.shape[1], palette, ratios, max_rows)
+    if lg is not None:
+        _paint_legend(image, lg, palette)
     return image
+
+
+def draw_legend_i420(data: np.ndarray, palette: Palette, ratios: np.ndarray | None, max_rows: int = 6) -> np.ndarray:
+    """``draw_legend`` on an I420 picture: only the legend's box is converted to BGR and back."""
+    h, w = i420_size(data)
+    lg = _legend_layout(h, w, palette, ratios, max_rows)
+    if lg is not None:
+        box = (lg.x0, lg.y0, lg.x0 + lg.box_w, lg.y0 + lg.box_h)
+        edit_as_bgr(data, box, lambda roi, dx, dy: _paint_legend(roi, lg, palette, dx, dy))
+    return data
 
 
 def render(
@@ -218,12 +320,17 @@ def render(
     ratios: np.ndarray | None = None,
     legend: bool = True,
     scratch: Scratch | None = None,
+    pixel_format: str = "bgr24",
 ) -> np.ndarray:
-    """The overlay for one frame in mode 'blend', 'mask' or 'side-by-side'.
+    """The overlay for one frame in mode 'blend', 'mask' or 'side-by-side', in the frame's pixel
+    format ('bgr24', or 'yuv420p' for packed I420: see ``streamseg.yuv``).
 
-    'blend' writes into ``image``; 'mask' returns a scratch buffer; 'side-by-side' returns a new
-    array twice as wide (the original left, the blend and legend right) and leaves ``image`` alone.
+    'blend' writes into ``image``; 'mask' returns a scratch buffer (BGR) or a new array (I420);
+    'side-by-side' returns a new array twice as wide (the original left, the blend and legend right)
+    and leaves ``image`` alone.
     """
+    if pixel_format == "yuv420p":
+        return _render_i420(image, class_map, palette, mode, alpha, ratios, legend, scratch)
     scratch = scratch or Scratch()
     h, w = image.shape[:2]
     if mode == "blend":
@@ -240,6 +347,33 @@ def render(
         raise ValueError(f"unknown overlay mode '{mode}' (blend, mask, side-by-side)")
     if legend:  # side by side: on the blend, so the original stays untouched
         draw_legend(out[:, w:] if mode == "side-by-side" else out, palette, ratios)
+    return out
+
+
+def _render_i420(
+    data: np.ndarray,
+    class_map: np.ndarray,
+    palette: Palette,
+    mode: str,
+    alpha: float,
+    ratios: np.ndarray | None,
+    legend: bool,
+    scratch: Scratch | None,
+) -> np.ndarray:
+    h, w = i420_size(data)
+    if mode == "blend":
+        out = blend_i420(data, class_map, palette, alpha, scratch)
+    elif mode == "mask":
+        out = colorize_i420(class_map, palette, w, h)
+    elif mode == "side-by-side":
+        right = blend_i420(data.copy(), class_map, palette, alpha, scratch)
+        if legend:
+            draw_legend_i420(right, palette, ratios)
+        return hstack_i420(data, right)
+    else:
+        raise ValueError(f"unknown overlay mode '{mode}' (blend, mask, side-by-side)")
+    if legend:
+        draw_legend_i420(out, palette, ratios)
     return out
 
 
@@ -270,16 +404,67 @@ def draw_zones(image: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[floa
     zones.rasterize), drawn with 4 fractional bits so small frames do not round vertices apart.
     """
     h, w = image.shape[:2]
+    for name, color, pts, org, font, thick in _zone_strokes(zones, h, w):
+        _stroke_zone(image, name, color, pts, org, font, thick, 0, 0)
+    return image
+
+
+def _zone_strokes(
+    zones: Sequence[tuple[str, Sequence[tuple[float, float]]]], h: int, w: int
+) -> list[tuple[str, tuple[int, int, int], np.ndarray, tuple[int, int], float, int]]:
+    """Per zone: name, colour, outline (pixel coordinates), label origin, font scale, line width."""
     thick = zone_thickness(h, w)
     cap = float(min(LEGEND_MAX_CAP_PX, max(LEGEND_MIN_CAP_PX, LEGEND_CAP_RATIO * h)))
     font = cap / _HERSHEY_CAP_PX
+    out = []
     for i, (name, polygon) in enumerate(zones):
         color = ZONE_COLORS_BGR[i % len(ZONE_COLORS_BGR)]
         p = np.asarray(polygon, dtype=np.float64) * (w, h) - 0.5
-        pts = np.round(p * 16).astype(np.int32).reshape(-1, 1, 2)
-        cv2.polylines(image, [pts], True, color, thick, cv2.LINE_8, shift=4)
         top = p[int(np.argmin(p[:, 1]))]
         # beside the top vertex, above it where there is room (below the top edge otherwise)
         org = (int(np.clip(top[0] + thick + 2, 0, w - 1)), int(np.clip(top[1] - thick - 2, cap + thick + 2, h - 1)))
-        cv2.putText(image, name, org, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thick // 2 + 1), cv2.LINE_AA)
-    return image
+        out.append((name, color, p, org, font, thick))
+    return out
+
+
+def _stroke_zone(
+    image: np.ndarray,
+    name: str,
+    color: tuple[int, int, int],
+    p: np.ndarray,
+    org: tuple[int, int],
+    font: float,
+    thick: int,
+    dx: int,
+    dy: int,
+) -> None:
+    """One zone's outline and label, into an image whose top-left pixel is the frame's (dx, dy)."""
+    pts = np.round((p - (dx, dy)) * 16).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(image, [pts], True, color, thick, cv2.LINE_8, shift=4)
+    at = (org[0] - dx, org[1] - dy)
+    cv2.putText(image, name, at, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thick // 2 + 1), cv2.LINE_AA)
+
+
+def _shifted(stroke: Callable[..., None]) -> Callable[[np.ndarray, int, int], None]:
+    def draw(roi: np.ndarray, dx: int, dy: int) -> None:
+        stroke(roi, dx=dx, dy=dy)
+
+    return draw
+
+
+def draw_zones_i420(data: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> np.ndarray:
+    """``draw_zones`` on an I420 picture: each zone's bounding box (label included) goes through BGR
+    and back, so outlines and labels look as they do on BGR frames. In place."""
+    h, w = i420_size(data)
+    for name, color, p, org, font, thick in _zone_strokes(zones, h, w):
+        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, thick // 2 + 1))
+        m = thick + 2  # line width, and antialiasing
+        x0 = int(np.floor(min(p[:, 0].min(), org[0]))) - m
+        y0 = int(np.floor(min(p[:, 1].min(), org[1] - th))) - m
+        x1 = int(np.ceil(max(p[:, 0].max(), org[0] + tw))) + m + 1
+        y1 = int(np.ceil(max(p[:, 1].max(), org[1] + base))) + m + 1
+        x0, y0 = max(0, x0), max(0, y0)
+
+        stroke = functools.partial(_stroke_zone, name=name, color=color, p=p, org=org, font=font, thick=thick)
+        edit_as_bgr(data, (x0, y0, min(w, x1), min(h, y1)), _shifted(stroke))
+    return data

@@ -9,7 +9,8 @@ import numpy as np
 
 
 class Reader(Protocol):
-    """An opened stream: nominal fps (if known) and an iterator of (BGR image, pts or None)."""
+    """An opened stream: nominal fps (if known) and an iterator of (picture, pts or None); a picture
+    is BGR (H, W, 3) or packed I420 (H * 3 / 2, W) as ``frames.pixel_format_of`` tells them apart."""
 
     fps: float | None
 
