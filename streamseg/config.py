@@ -77,9 +77,11 @@ class SourceConfig(_Strict):
     loop: bool = Field(False, description="files: start again at the end")
     realtime: bool = Field(False, description="files: pace frames at their timestamps")
     queue_size: int = Field(4, ge=1, le=256, description="frames buffered between reader and batcher")
-    decoder: Literal["auto", "ffmpeg", "gstreamer"] = Field(
+    decoder: Literal["auto", "ffmpeg", "gstreamer", "nvdec"] = Field(
         "auto",
-        description="rtsp/files: auto = GStreamer's hardware decoder on Jetson, FFmpeg elsewhere",
+        description="rtsp/files: auto = NVDEC when the processing stage runs on an NVIDIA GPU that has it "
+        "(PyNvVideoCodec), GStreamer's hardware decoder on Jetson, FFmpeg elsewhere; nvdec = NVIDIA's hardware "
+        "decoder or a config error (pip install 'streamseg[nvdec]')",
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="network and watchdog timeouts")
     reconnect: Reconnect = Field(default_factory=Reconnect, description="live-source reconnection")
@@ -90,6 +92,18 @@ class SourceConfig(_Strict):
     zones: list[ZoneConfig] = Field(
         default_factory=list, max_length=64, description="named polygons measured per class (see README: Zones)"
     )
+
+    @field_validator("decoder")
+    @classmethod
+    def _decoder_here(cls, v: str, info: ValidationInfo) -> str:
+        # nvdec is refused where it cannot run, so validate, run and the API say so before any stream opens.
+        if v == "nvdec" and "uri" in info.data:
+            from .readers.nvdec import nvdec_problem
+
+            problem = nvdec_problem(parse_source_uri(info.data["uri"]).kind)
+            if problem is not None:
+                raise ValueError(f"stream '{info.data.get('name', '?')}': {problem}")
+        return v
 
     @field_validator("zones")
     @classmethod

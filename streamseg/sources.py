@@ -20,7 +20,7 @@ from .errors import SourceError
 from .frames import Frame
 from .media import describe_error
 from .metrics import Metrics
-from .readers import GST_KINDS, READERS, Reader
+from .readers import GST_KINDS, NVDEC_KINDS, READERS, Reader, choose_decoder, open_nvdec
 from .uri import parse_source_uri, password_of, scrub
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,9 @@ class Source:
     marks the stream up again.
     """
 
-    def __init__(self, cfg: SourceConfig, metrics: Metrics, max_frames: int | None = None) -> None:
+    def __init__(
+        self, cfg: SourceConfig, metrics: Metrics, max_frames: int | None = None, gpu_stage: bool = False
+    ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.uri = parse_source_uri(cfg.uri)
@@ -183,6 +185,10 @@ class Source:
         self._stale = False  # the watchdog gave up on the current connection
         self._reader: Reader | None = None
         self._secrets = [p for p in [password_of(cfg.uri)] if p]
+        # NVDEC or software, decided once per stream (gpu_stage: the processing stage takes GPU frames)
+        self.decoder = choose_decoder(cfg, gpu_stage)
+        if self.uri.kind in NVDEC_KINDS:
+            log.info("stream %s: decoder %s (%s)", self.name, self.decoder.name, self.decoder.reason)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,6 +241,8 @@ class Source:
     def _open(self) -> Reader:
         kind = self.uri.kind
         try:
+            if self.decoder.name == "nvdec":
+                return open_nvdec(self.uri, self.cfg)
             if kind in GST_KINDS and self._use_gstreamer():
                 from .gst import GstReader, hardware_decoder
 
