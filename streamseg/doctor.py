@@ -54,6 +54,18 @@ def report() -> list[tuple[str, str]]:
         rows.append(("onnxruntime", f"unavailable: {e}"))
     driver = cuda_driver()
     rows.append(("cuda driver", driver or "not found (no NVIDIA GPU path on this host)"))
+    # NVDEC and NVENC are probed for real (PyNvVideoCodec imported, a test frame encoded) only where
+    # the cheap checks pass: a listed codec or an installed package is no proof on a GPU without them.
+    from .encoders import nvenc_unavailable_reason
+    from .readers.nvdec import nvdec_unavailable_reason
+
+    no_nvdec = nvdec_unavailable_reason()
+    rows.append(("nvdec (decoder: nvdec)", f"not available: {no_nvdec}" if no_nvdec else "available"))
+    try:
+        no_nvenc = nvenc_unavailable_reason()
+        rows.append(("h264 encoder", f"libx264 (NVENC not used: {no_nvenc})" if no_nvenc else "h264_nvenc"))
+    except MissingDependencyError as e:  # report, never fail: doctor runs on broken installs
+        rows.append(("h264 encoder", f"unavailable: {e}"))
     rows.append(("tensorrt (python)", _module("tensorrt")))
     rows.append(("pycuda", _module("pycuda")))
     rows.append(("torch", _module("torch")))

@@ -97,3 +97,11 @@ def test_nvenc_options_encode_without_delay() -> None:
     choice = choose_h264("auto")
     assert choice.name == NVENC
     assert _encode(choice, 10) == 10
+
+
+def test_doctor_names_the_encoder_and_why() -> None:
+    from streamseg.doctor import report
+
+    rows = dict(report())
+    want = NVENC if NVENC_MISSING is None else f"libx264 (NVENC not used: {NVENC_MISSING})"
+    assert rows["h264 encoder"] == want

@@ -177,3 +177,10 @@ def test_nvdec_decodes_bikes_like_pyav() -> None:
     finally:
         host.close()
     assert isinstance(first, np.ndarray) and np.array_equal(first, want[0][0]) and pts == pytest.approx(0.0)
+
+
+def test_doctor_says_whether_nvdec_is_available_and_why_not() -> None:
+    from streamseg.doctor import report
+
+    rows = dict(report())
+    assert rows["nvdec (decoder: nvdec)"] == ("available" if MISSING is None else f"not available: {MISSING}")
