@@ -38,6 +38,7 @@ SMALL: dict[str, tuple[dict[str, object], tuple[int, int]]] = {
     # ResNet-50: an untrained ResNet-101's 23-block layer3 (batch norm at its initial statistics) grows the
     # logits to ~3e3, where float32 noise passes the absolute 1e-3 gate; test_refinenet checks 101 relatively.
     "refinenet": ({"width": 4, "backbone": "resnet50"}, (64, 96)),
+    "decouplednet": ({"base_channels": 4, "fc_kernel": 3}, (96, 128)),  # pool5 3x4, fc6 1x2
 }
 
 

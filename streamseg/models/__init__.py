@@ -136,6 +136,16 @@ NETWORKS: dict[str, NetworkInfo] = {
             (512, 512),
             backbone="resnet101",
         ),
+        NetworkInfo(
+            "decouplednet",
+            "decoupled",
+            "decouplednet",
+            "Hong, Noh, Han. Decoupled Deep Neural Network for Semi-supervised Semantic Segmentation. NIPS 2015",
+            None,
+            21,
+            (320, 320),
+            backbone="vgg16",
+        ),
     )
 }
 
