@@ -1,23 +1,39 @@
-"""Pre- and post-processing as torch tensor ops, for frames that live on a GPU.
+"""The GPU stage: pre- and post-processing as torch tensor ops, for frames that live on a GPU.
 
-Each function mirrors a CPU function and is tested against it: ``preprocess`` (resize, channel
-order, normalize, layout), ``area_ratios`` (class histogram) and ``blend`` (colorize, nearest
-upscale, alpha blend through the painted mask). Labels match exactly (the nearest-neighbour
-indices are OpenCV's own, from ``postprocess.nearest_index``); overlay pixels match within 1 (float32 vs
-OpenCV's fixed-point arithmetic). With these, a frame crosses the bus once each way: the uint8
-frame up, the uint8 overlay down. torch comes through ``streamseg.models._torch``.
+Each function mirrors a CPU function and is tested against it: ``i420_to_bgr`` (OpenCV's
+COLOR_YUV2BGR_I420, its fixed-point BT.601 arithmetic reproduced: equal), ``preprocess`` (resize,
+channel order, normalize, layout), ``area_ratios`` (class histogram) and ``blend`` (colorize,
+nearest upscale, alpha blend through the painted mask). Labels match exactly (the
+nearest-neighbour indices are OpenCV's own, from ``postprocess.nearest_index``); overlay pixels
+match within 1 (float32 vs OpenCV's fixed-point arithmetic). ``TorchStage`` puts them behind the
+stage interface (``streamseg.stages``): a frame crosses the bus once each way, the uint8 frame
+(BGR or I420) up, the uint8 overlay down, plus the small class maps. torch comes through
+``streamseg.models._torch``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .contract import InputSpec
+from .contract import InputSpec, ModelContract
+from .errors import BackendError
+from .frames import Frame
 from .models._torch import F, Tensor, torch
 from .overlay import Palette
+from .postprocess import area_ratios as cpu_area_ratios
 from .postprocess import nearest_index
+from .stages import OverlaySpec, Processed, Stage
+
+if TYPE_CHECKING:
+    from .temporal import TemporalFilter
+
+# OpenCV's BT.601 limited-range YUV -> RGB coefficients in 20-bit fixed point (ITUR_BT_601_* in
+# its color_yuv code): with the same integer arithmetic the device's BGR equals cv2.cvtColor's.
+_SHIFT = 20
+_CY, _CVR, _CVG, _CUG, _CUB = 1220542, 1673527, -852492, -409993, 2116026
 
 
 def resize_labels(class_map: Tensor, height: int, width: int) -> Tensor:
@@ -28,6 +44,22 @@ def resize_labels(class_map: Tensor, height: int, width: int) -> Tensor:
     rows = torch.from_numpy(nearest_index(h, height).copy()).to(class_map.device)
     cols = torch.from_numpy(nearest_index(w, width).copy()).to(class_map.device)
     return class_map.index_select(-2, rows).index_select(-1, cols)
+
+
+def i420_to_bgr(data: Tensor) -> Tensor:
+    """Packed I420 (H * 3 / 2, W) uint8 -> BGR (H, W, 3) uint8 on the same device, equal to
+    ``cv2.cvtColor(data, cv2.COLOR_YUV2BGR_I420)``: each 2x2 block of luma shares its chroma sample."""
+    rows, w = data.shape
+    h = rows * 2 // 3
+    x = data.to(torch.int32)
+    y = (x[:h] - 16).clamp_(min=0) * _CY + (1 << (_SHIFT - 1))  # the rounding half, as OpenCV adds it
+    chroma = x[h:].reshape(2, h // 2, w // 2) - 128  # U plane, then V plane
+    u, v = (c.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) for c in chroma)
+    b = y + _CUB * u
+    g = y + _CVG * v + _CUG * u
+    r = y + _CVR * v
+    # an arithmetic shift floors, as OpenCV's >> does on its int sums
+    return (torch.stack((b, g, r), dim=-1) >> _SHIFT).clamp_(0, 255).to(torch.uint8)
 
 
 def preprocess(frames: Tensor, spec: InputSpec) -> Tensor:
@@ -61,35 +93,90 @@ def blend(frame: Tensor, class_map: Tensor, palette: Palette, alpha: float) -> T
     return torch.where(painted, mixed, frame)
 
 
-class DeviceFrames:
-    """One batch's frames kept on the device from preprocess to overlay, so each frame crosses the
-    bus once up (uint8) and its overlay once down (uint8); class histograms are computed there too."""
+def to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
+    return np.asarray(t.detach().cpu().numpy())
 
-    def __init__(self, device: Any, spec: InputSpec, palette: Palette, alpha: float, blend_overlay: bool) -> None:
-        self.device, self.spec, self.palette, self.alpha = device, spec, palette, alpha
-        self.blend_overlay = blend_overlay
-        self.frames: list[Tensor] = []
 
-    def preprocess(self, images: list[np.ndarray]) -> Tensor:
-        """Upload each uint8 frame once (pinned, asynchronous) and preprocess it on the device."""
-        pin = torch.device(self.device).type == "cuda"  # pinned memory makes the copy asynchronous
-        self.frames = [
-            (torch.from_numpy(img).pin_memory() if pin else torch.from_numpy(img)).to(self.device, non_blocking=True)
-            for img in images
-        ]
-        # frames of different streams may differ in size: resize each, then stack
-        return torch.cat([preprocess(f.unsqueeze(0), self.spec) for f in self.frames])
+class TorchStage(Stage[Tensor]):
+    """The stage for a backend that takes torch tensors on ``device``: frames are uploaded once
+    (pinned, asynchronous; I420 frames converted to BGR there), preprocessed, and after ``infer``
+    the class maps, histograms and blend are computed where the output already is.
 
-    def finish(self, labels: Tensor, num_classes: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Per frame: (area ratios, blended overlay or None) from the device class maps."""
+    The uploaded frames of the batch last preprocessed are kept for its postprocess (the blend
+    needs the full-resolution pictures); a postprocess of other frames uploads them again.
+    With temporal smoothing the class maps are smoothed on the CPU and the area ratios are those
+    of the smoothed maps; the stream's worker then draws the overlay, as on the CPU stage.
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        contract: ModelContract,
+        overlay: OverlaySpec | None = None,
+        temporal: TemporalFilter | None = None,
+    ) -> None:
+        super().__init__(contract, temporal)
+        self.device = torch.device(device)
+        self.overlay = overlay
+        self._held: tuple[Sequence[Frame], list[Tensor]] | None = None
+
+    @property
+    def description(self) -> str:
+        return str(self.device)
+
+    def upload(self, frames: Sequence[Frame]) -> list[Tensor]:
+        """Each frame as a BGR uint8 (H, W, 3) tensor on the device."""
+        pin = self.device.type == "cuda"  # pinned memory makes the copy asynchronous
         out = []
-        for frame, cmap in zip(self.frames, labels, strict=True):
-            ratios = to_numpy(area_ratios(cmap, num_classes))
-            overlay = to_numpy(blend(frame, cmap, self.palette, self.alpha)) if self.blend_overlay else None
-            out.append((ratios, overlay))
-        self.frames = []
+        for f in frames:
+            host = torch.from_numpy(f.image)
+            t = (host.pin_memory() if pin else host).to(self.device, non_blocking=True)
+            out.append(i420_to_bgr(t) if getattr(f, "pixel_format", "bgr24") == "yuv420p" else t)
+        return out
+
+    def preprocess(self, frames: Sequence[Frame]) -> Tensor:
+        images = self.upload(frames)
+        self._held = (frames, images)
+        # frames of different streams may differ in size: resize each, then stack
+        return torch.cat([preprocess(img.unsqueeze(0), self.contract.input) for img in images])
+
+    def labels(self, output: Tensor) -> Tensor:
+        """uint8 class maps (N, h, w) on the device from the backend's output."""
+        c = self.contract
+        if c.output.kind == "class_map":
+            return (output[:, 0] if output.ndim == 4 else output).to(torch.uint8)
+        return output.argmax(dim=1 if c.input.layout == "NCHW" else 3).to(torch.uint8)
+
+    def postprocess(self, frames: Sequence[Frame], output: Tensor) -> list[Processed]:
+        held, self._held = self._held, None
+        images = held[1] if held is not None and held[0] is frames else None
+        n = self.contract.num_classes
+        if self.smoothing:
+            host = to_numpy(output if self.contract.output.kind == "class_map" else output.float())
+            maps = self._class_maps(frames, host)
+            return [Processed(np.ascontiguousarray(m), cpu_area_ratios(m, n)) for m in maps]
+        labels = self.labels(output)
+        maps = np.ascontiguousarray(to_numpy(labels))  # small: model resolution, one byte a pixel
+        if maps.size and (high := int(maps.max())) >= n:  # it would count in the next frame's bins
+            raise BackendError(f"model '{self.contract.name}' produced class index {high} but has {n} classes")
+        counts = to_numpy(batch_counts(labels, n))
+        spec = self.overlay if self.overlay is not None and self.overlay.blend else None
+        if spec is not None and images is None:
+            images = self.upload(frames)
+        out = []
+        for i, cmap in enumerate(maps):
+            overlay = None
+            if spec is not None and images is not None:
+                overlay = to_numpy(blend(images[i], labels[i], spec.palette, spec.alpha))
+            # the same division as postprocess.area_ratios (int64 counts / pixels, in float64): equal
+            out.append(Processed(cmap, counts[i] / cmap.size, overlay))
         return out
 
 
-def to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
-    return np.asarray(t.detach().cpu().numpy())
+def batch_counts(labels: Tensor, num_classes: int) -> Tensor:
+    """Per-class pixel counts (N, num_classes) of a batch of class maps in one bincount (each
+    frame's labels offset into its own bins); class indices must be below ``num_classes``."""
+    n = labels.shape[0]
+    offsets = torch.arange(n, device=labels.device).view(n, 1) * num_classes
+    flat = labels.reshape(n, -1).long() + offsets
+    return torch.bincount(flat.reshape(-1), minlength=n * num_classes).view(n, num_classes)

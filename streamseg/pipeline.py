@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from pydantic import ValidationError
 
 from . import __version__
@@ -30,18 +29,18 @@ from .config import PipelineConfig, SourceConfig, describe_validation, load_conf
 from .contract import LoadedModel, load_model
 from .errors import ConfigError, OutputError, StreamChangeError, TransientBackendError
 from .events.config import check_event_classes
-from .frames import Batch, SegResult
+from .frames import Batch, Picture, SegResult
 from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
-from .overlay import Palette, Scratch, draw_legend, draw_zones, make_palette, render
-from .postprocess import Smoother, area_ratios
+from .overlay import Palette, Scratch, draw_legend, draw_zone_outlines, make_palette, render
+from .postprocess import Smoother
 from .preflight import check_overlay
-from .preprocess import preprocess
 from .rle import RleEncoder
 from .server import HttpServer, LiveHub
 from .shard import ALL, Shard
 from .sources import Source
+from .stages import OverlaySpec
 from .status import StreamStatus, StreamTracker, format_line
 from .temporal import TemporalFilter
 from .zones import ZoneMeter
@@ -105,9 +104,9 @@ class StreamWorker:
         self.queue.put(None)
         self._thread.join()
 
-    def _write(self, i: int, sink: Sink, result: SegResult, image: np.ndarray | None) -> None:
+    def _write(self, i: int, sink: Sink, result: SegResult, picture: Picture | None) -> None:
         try:
-            sink.write(result, image)
+            sink.write(result, picture)
         except OutputError as e:
             # One broken output (disk full, bad path) stops itself, not the stream or the others.
             log.error("stream %s: %s; that output is disabled for this stream", self.name, e)
@@ -119,18 +118,21 @@ class StreamWorker:
         wants_overlay = any(s.wants_overlay for s in self.sinks)
         ov = self.cfg.overlay
         while (result := self.queue.get()) is not None:
+            frame = result.frame
+            raw = Picture.of(frame)  # before the overlay is drawn into the frame
             for i, sink in enumerate(self.sinks):
                 if sink.wants_raw and i not in self._disabled:
-                    self._write(i, sink, result, None)
-            image = None
-            if wants_overlay and result.overlay is not None:  # blended on the GPU already
-                image = result.overlay
+                    self._write(i, sink, result, raw)
+            picture = None
+            if wants_overlay and result.overlay is not None:  # blended on the GPU already (BGR)
                 if ov.legend:
-                    draw_legend(image, self.palette, result.area_ratio)
+                    draw_legend(result.overlay, self.palette, result.area_ratio)
+                picture = Picture(result.overlay, "bgr24")
             elif wants_overlay:
+                # in the frame's own pixel format: decoded video stays I420 on its way to the encoder
                 start = time.perf_counter()
                 image = render(
-                    result.frame.image,
+                    frame.image,
                     result.class_map,
                     self.palette,
                     ov.mode,
@@ -138,14 +140,15 @@ class StreamWorker:
                     result.area_ratio,
                     ov.legend,
                     self._scratch,
+                    frame.pixel_format,
                 )
+                picture = Picture(image, frame.pixel_format)
                 self._overlay_hist.observe(time.perf_counter() - start)
-            if image is not None and self._zone_outlines:
-                # side by side: on the blend (right half), so the original stays untouched
-                draw_zones(image[:, image.shape[1] // 2 :] if ov.mode == "side-by-side" else image, self._zone_outlines)
+            if picture is not None and self._zone_outlines:
+                draw_zone_outlines(picture, self._zone_outlines, ov.mode == "side-by-side")
             for i, sink in enumerate(self.sinks):
                 if not sink.wants_raw and i not in self._disabled:
-                    self._write(i, sink, result, image)
+                    self._write(i, sink, result, picture)
             self.processed += 1
             self._processed.inc()
             latency = time.monotonic() - result.frame.capture_time
@@ -319,10 +322,10 @@ class Pipeline:
         smoother = self._smoother
         h_pre, h_inf, h_post = (m.stage_seconds.labels(s) for s in ("preprocess", "infer", "postprocess"))
         deadline = None if self.duration is None else time.monotonic() + self.duration
-        # On a GPU backend, frames are preprocessed, histogrammed and blended where the engine runs.
-        on_device = backend.device_frames(self.palette, cfg.overlay.alpha, cfg.overlay.mode == "blend")
-        if on_device is not None:
-            log.info("pre/post-processing on %s", backend.description)
+        # The backend's stage: numpy/OpenCV, or (torch on CUDA) the GPU, where the engine's output is.
+        blend = cfg.overlay.mode == "blend" and any(s.wants_overlay for s in self._sinks)
+        stage = backend.stage(OverlaySpec(self.palette, cfg.overlay.alpha, blend), self.temporal)
+        log.info("pre/post-processing on %s", stage.description)
         try:
             while not self.stop_event.is_set():
                 self._pass_barriers()  # a removal waits here: no batch in flight holds its stream's frames
@@ -344,8 +347,7 @@ class Pipeline:
                 m.batch_size.observe(len(batch))
 
                 t0 = time.perf_counter()
-                images = [f.image for f in batch.frames]
-                tensor = preprocess(images, c.input) if on_device is None else on_device.preprocess(images)
+                tensor = stage.preprocess(batch.frames)
                 t1 = time.perf_counter()
                 try:
                     output = backend.infer(tensor)
@@ -353,20 +355,13 @@ class Pipeline:
                     self._drop_batch(batch, e)
                     continue
                 t2 = time.perf_counter()
-                maps = self.temporal.class_maps(batch.frames, output)  # to_class_maps, smoothed per stream if asked
-                # the device's histograms and blend are of the unsmoothed labels: with smoothing, CPU does them
-                done_on_device = on_device is not None and not self.temporal.active
-                device_done = on_device.finish(backend.last_labels, c.num_classes) if done_on_device else None
+                processed = stage.postprocess(batch.frames, output)  # class maps smoothed per stream if asked
                 results = []
-                for i, (frame, cmap) in enumerate(zip(batch.frames, maps, strict=True)):
-                    if device_done is None:
-                        ratios, overlay = area_ratios(cmap, c.num_classes), None
-                    else:
-                        ratios, overlay = device_done[i]
+                for frame, p in zip(batch.frames, processed, strict=True):
+                    cmap, ratios, overlay = p.class_map, p.area_ratio, p.overlay
                     shown = smoother.update(frame.stream, ratios)
                     for name, value in zip(c.class_names, shown, strict=True):
                         m.class_area.labels(frame.stream, name).set(float(value))
-                    cmap = np.ascontiguousarray(cmap)
                     meter = self._zone_meters.get(frame.stream)
                     zones = meter.measure(cmap) if meter is not None else ()
                     if zones:

@@ -5,18 +5,21 @@ where a GPU is there (marked ``gpu``; skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[torch]')")
 
 from streamseg import gpu  # noqa: E402
-from streamseg.contract import InputSpec  # noqa: E402
+from streamseg.contract import InputSpec, ModelContract  # noqa: E402
+from streamseg.frames import Frame  # noqa: E402
 from streamseg.overlay import Scratch, make_palette  # noqa: E402
 from streamseg.overlay import blend as cpu_blend  # noqa: E402
 from streamseg.postprocess import area_ratios as cpu_area_ratios  # noqa: E402
 from streamseg.postprocess import resize_labels as cpu_resize_labels  # noqa: E402
 from streamseg.preprocess import preprocess as cpu_preprocess  # noqa: E402
+from streamseg.stages import OverlaySpec  # noqa: E402
 
 DEVICES = [
     pytest.param("cpu"),
@@ -29,8 +32,6 @@ DEVICES = [
 def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    import cv2
-
     return cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)  # smooth, like a picture
 
 
@@ -91,17 +92,45 @@ def test_blend_within_one(device: str, classes: int) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_device_frames_batch_of_mixed_sizes(device: str) -> None:
-    """The pipeline's device path: frames of two sizes up, ratios and overlays down."""
+@pytest.mark.parametrize(("h", "w"), [(1080, 1920), (272, 640), (4, 2)])
+def test_i420_to_bgr_is_opencvs(device: str, h: int, w: int) -> None:
+    """Every (Y, U, V) combination OpenCV's fixed-point BT.601 can meet, byte for byte."""
+    planes = np.random.default_rng(h).integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
+    planes[0, :2] = (0, 255)  # the extremes of luma, where the clamps act
+    got = gpu.to_numpy(gpu.i420_to_bgr(torch.from_numpy(planes).to(device)))
+    assert got.dtype == np.uint8 and np.array_equal(got, cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_counts_keep_each_frame_in_its_own_bins(device: str) -> None:
+    labels = np.random.default_rng(2).integers(0, 5, (3, 36, 64), dtype=np.uint8)
+    labels[1] = 4  # one frame of a single class: its counts must not leak into the others
+    got = gpu.to_numpy(gpu.batch_counts(torch.from_numpy(labels).to(device), 5))
+    assert np.array_equal(got, np.stack([np.bincount(m.ravel(), minlength=5) for m in labels]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_stage_batch_of_mixed_sizes(device: str) -> None:
+    """The pipeline's device path: frames of two sizes up, class maps, ratios and overlays down."""
     palette = make_palette(["background", "person"], [(0, 0, 0), (255, 56, 56)])
-    spec = InputSpec(name="input", layout="NHWC", height=144, width=256, color="RGB", std=(255.0, 255.0, 255.0))
+    contract = ModelContract.model_validate(
+        {
+            "name": "m",
+            "onnx": "m.onnx",  # never opened: the stage reads the contract only
+            "input": {"name": "input", "layout": "NHWC", "height": 144, "width": 256, "std": [255.0] * 3},
+            "output": {"name": "out", "kind": "class_map"},
+            "classes": [{"name": "background", "color": [0, 0, 0]}, {"name": "person", "color": [255, 56, 56]}],
+        }
+    )
     images = [_frame(272, 640, 5), _frame(720, 1280, 6)]
-    path = gpu.DeviceFrames(torch.device(device), spec, palette, 0.5, blend_overlay=True)
-    x = path.preprocess(images)
-    assert np.abs(gpu.to_numpy(x) - cpu_preprocess(images, spec)).max() <= 1.01 / 255
+    frames = tuple(Frame("s", i, 0.0, 0.0, 0.0, img) for i, img in enumerate(images))
+    stage = gpu.TorchStage(torch.device(device), contract, OverlaySpec(palette, 0.5, blend=True))
+    x = stage.preprocess(frames)
+    assert np.abs(gpu.to_numpy(x) - cpu_preprocess(images, contract.input)).max() <= 1.01 / 255
     labels = (x[..., 0] > 0.5).to(torch.uint8)  # any class map on the device will do
-    done = path.finish(labels, 2)
-    for image, cmap, (ratios, overlay) in zip(images, gpu.to_numpy(labels), done, strict=True):
-        assert np.array_equal(ratios, cpu_area_ratios(cmap, 2))
+    done = stage.postprocess(frames, labels)
+    for image, cmap, p in zip(images, gpu.to_numpy(labels), done, strict=True):
+        assert np.array_equal(p.class_map, cmap)
+        assert np.array_equal(p.area_ratio, cpu_area_ratios(cmap, 2))
         want = cpu_blend(image.copy(), cmap, palette, 0.5, Scratch())
-        assert overlay is not None and np.abs(overlay.astype(int) - want.astype(int)).max() <= 1
+        assert p.overlay is not None and np.abs(p.overlay.astype(int) - want.astype(int)).max() <= 1

@@ -3,21 +3,43 @@
 A backend is a context manager: ``__enter__`` loads the model, checks it against its contract and
 warms up; ``__exit__`` frees it. ``infer`` checks the batch, times the call and hands it to the
 backend's ``_infer``. Backends never import their heavy library at module import time.
+
+``stage()`` gives the pre/post-processing that fits the backend (``streamseg.stages``): the CPU
+stage by default; a backend that runs on a GPU may give a stage whose tensors stay on the device,
+and then ``infer`` takes and returns that stage's device tensors (``_infer_device``).
 """
 
 from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 import numpy as np
 
 from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
 from ..schema import Strict
+from ..stages import CpuStage, OverlaySpec, Stage
+
+if TYPE_CHECKING:
+    from ..temporal import TemporalFilter
+
+
+class DeviceTensor(Protocol):
+    """A batch on an accelerator, made by the backend's own device stage (a torch tensor on CUDA).
+    Named by what ``infer`` reads of it, so this interface names no framework."""
+
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+    @property
+    def dtype(self) -> object: ...
+
+    def numel(self) -> int: ...  # numpy arrays have no numel(): infer tells the two apart by type
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +61,6 @@ class Backend(abc.ABC):
     options_description: ClassVar[str] = ""
     # A remote server: never tried by ``backend: auto`` (not allowed in ``prefer``), only when named.
     remote: ClassVar[bool] = False
-    last_labels: Any = None  # device class maps of the last batch, for backends with device_frames()
 
     def __init__(
         self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1, options: Any = None
@@ -72,6 +93,11 @@ class Backend(abc.ABC):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the graph on a checked batch; return the contract's output for each item."""
 
+    def _infer_device(self, batch: DeviceTensor) -> DeviceTensor:
+        """``_infer`` for a batch already on the device, leaving the output there; only backends
+        whose ``stage()`` makes device tensors receive one."""
+        raise BackendError(f"{self.name}: takes numpy batches only, got {type(batch).__name__}")
+
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Free what ``_load`` took."""
 
@@ -99,10 +125,11 @@ class Backend(abc.ABC):
         self._loaded = False
         self._close()
 
-    def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
-        """A ``streamseg.gpu.DeviceFrames`` when this backend runs on a GPU and takes device tensors;
-        None (the default) keeps pre/post-processing on the CPU."""
-        return None
+    def stage(self, overlay: OverlaySpec | None = None, temporal: TemporalFilter | None = None) -> Stage[Any]:
+        """The pre/post-processing for this backend's ``infer``, once loaded: numpy and OpenCV on
+        the host unless the backend overrides it. ``overlay``: for stages that blend where the
+        frames are; ``temporal``: the pipeline's smoothing, None for none."""
+        return CpuStage(self.contract, temporal)
 
     def warmup(self, runs: int = 2) -> None:
         """Run zeros through the graph so the first real frame does not pay for allocation."""
@@ -111,21 +138,28 @@ class Backend(abc.ABC):
         for _ in range(runs):
             self.infer(dummy)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Check a preprocessed batch against the contract, run it, and time the call."""
+    @overload
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def infer(self, batch: DeviceTensor) -> DeviceTensor: ...
+
+    def infer(self, batch: np.ndarray | DeviceTensor) -> np.ndarray | DeviceTensor:
+        """Check a preprocessed batch against the contract, run it, and time the call. The output is
+        where the batch was: numpy for numpy, a device tensor for the device stage's tensor."""
         if not self._loaded:
             raise BackendError(f"{self.name}: infer() called outside 'with backend:'")
-        want = expected_input_shape(self.contract, batch.shape[0] if batch.ndim else None)
-        # numpy on CPU; a torch tensor when the frames were preprocessed on the backend's device
-        if tuple(batch.shape) != want or str(batch.dtype) not in ("float32", "torch.float32"):
-            raise BackendError(f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}")
-        if batch.shape[0] > self.max_batch:
-            raise BackendError(f"{self.name}: batch of {batch.shape[0]} exceeds max_batch {self.max_batch}")
+        shape = tuple(int(d) for d in batch.shape)
+        want = expected_input_shape(self.contract, shape[0] if shape else None)
+        if shape != want or str(batch.dtype).rpartition(".")[2] != "float32":  # numpy's or torch's name
+            raise BackendError(f"{self.name}: expected float32 batch {want}, got {batch.dtype} {shape}")
+        if shape[0] > self.max_batch:
+            raise BackendError(f"{self.name}: batch of {shape[0]} exceeds max_batch {self.max_batch}")
         start = time.perf_counter()
-        out = self._infer(batch)
+        out = self._infer(batch) if isinstance(batch, np.ndarray) else self._infer_device(batch)
         self.last_seconds = time.perf_counter() - start
-        if out.shape[0] != batch.shape[0]:
-            raise BackendError(f"{self.name}: {batch.shape[0]} frames in, {out.shape[0]} results out")
+        if out.shape[0] != shape[0]:
+            raise BackendError(f"{self.name}: {shape[0]} frames in, {out.shape[0]} results out")
         self._check_classes(out)
         return out
 

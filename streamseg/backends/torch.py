@@ -1,14 +1,16 @@
 """torch backend: zoo checkpoints (``streamseg train``) or TorchScript files, on CPU or CUDA.
 
 The argmax runs inside the backend, on the device, so only a uint8 class map crosses back. On
-CUDA: channels-last memory, optional FP16 autocast and optional CUDA graphs for a fixed batch.
-torch itself is imported only through ``streamseg.models._torch``.
+CUDA: channels-last memory, optional FP16 autocast and optional CUDA graphs for a fixed batch, and
+its stage is ``gpu.TorchStage``: frames preprocessed on the GPU, ``infer`` takes and returns device
+tensors, class maps, histograms and blend are computed there. torch itself is imported only
+through ``streamseg.models._torch``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -16,7 +18,11 @@ from pydantic import Field
 from ..contract import TensorInfo
 from ..errors import BackendError, ModelError
 from ..schema import Strict
-from .base import Backend, RuntimeInfo
+from ..stages import OverlaySpec, Stage
+from .base import Backend, DeviceTensor, RuntimeInfo
+
+if TYPE_CHECKING:
+    from ..temporal import TemporalFilter
 
 
 class TorchConfig(Strict):
@@ -138,30 +144,39 @@ class TorchBackend(Backend):
         mode = "cuda_graphs" if cuda and self.cuda_graphs else "eager"
         return RuntimeInfo("cuda" if cuda else "cpu", mode, "fp16" if cuda and self.fp16 else "fp32")
 
-    def device_frames(self, palette: Any, alpha: float, blend_overlay: bool) -> Any:
-        if self._device.type != "cuda" or self.contract.output.kind != "class_map":
-            return None
-        from ..gpu import DeviceFrames
+    def stage(self, overlay: OverlaySpec | None = None, temporal: TemporalFilter | None = None) -> Stage[Any]:
+        """On CUDA the GPU stage, whose device tensors this backend takes and returns; else the CPU one."""
+        if self._device.type != "cuda":
+            return super().stage(overlay, temporal)
+        from ..gpu import TorchStage
 
-        return DeviceFrames(self._device, self.contract.input, palette, alpha, blend_overlay)
+        return TorchStage(self._device, self.contract, overlay, temporal)
 
-    def _infer(self, batch: Any) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        from ..models._torch import torch
+
+        out = self._run(torch.from_numpy(batch))
+        return np.asarray((out if out.dtype == torch.uint8 else out.float()).cpu().numpy())
+
+    def _infer_device(self, batch: DeviceTensor) -> DeviceTensor:
+        out: DeviceTensor = self._run(batch)  # stays on the device, for the stage's postprocess
+        return out
+
+    def _run(self, batch: Any) -> Any:
+        """The contract's output for a batch (a torch tensor anywhere), on this backend's device: a
+        uint8 class map (argmax here) for class-map models, the module's scores otherwise."""
         from ..models._torch import torch
 
         try:
             with torch.inference_mode():
-                x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
-                x = x.to(self._device, non_blocking=True)
+                x = batch.to(self._device, non_blocking=True)
                 if self._device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 if self.contract.output.kind != "class_map":
-                    return np.asarray(self._forward(x).float().cpu().numpy())
+                    return self._forward(x)
                 if self.cuda_graphs and self._device.type == "cuda":
-                    labels = self._replay(x)
-                else:
-                    labels = self._forward(x).argmax(dim=self._class_axis).to(torch.uint8)
-                self.last_labels = labels  # device class maps for DeviceFrames.finish
-                return np.asarray(labels.cpu().numpy())
+                    return self._replay(x)
+                return self._forward(x).argmax(dim=self._class_axis).to(torch.uint8)
         except RuntimeError as e:
             raise BackendError(f"torch failed on a batch of {batch.shape[0]}: {str(e).splitlines()[0]}") from None
 

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 from streamseg.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from streamseg.backends.torch import TorchBackend  # noqa: E402
 from streamseg.export import export_onnx  # noqa: E402
+from streamseg.gpu import TorchStage  # noqa: E402
 from streamseg.models import build  # noqa: E402
 from streamseg.models.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from streamseg.overlay import voc_colors  # noqa: E402
@@ -50,6 +51,7 @@ def test_torch_cuda_matches_cpu(linknet: Path, fp16: bool, graphs: bool) -> None
         want = cpu.infer(_batch(4))
     with TorchBackend(model, "cuda", 0, 4, TorchConfig(fp16=fp16, cuda_graphs=graphs)) as gpu:
         assert gpu.description.startswith("torch (cuda")
+        assert isinstance(gpu.stage(), TorchStage)  # the pipeline pre/post-processes on the GPU
         got = gpu.infer(_batch(4))
         again = gpu.infer(_batch(4))  # a replayed CUDA graph gives the same answer
     assert np.array_equal(got, again)
