@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import cv2
 import numpy as np
 
-from .yuv import i420_to_bgr
+from .yuv import bgr_to_i420, i420_to_bgr, resize_i420
 
 if TYPE_CHECKING:
     from .zones import ZoneAreas
@@ -117,3 +118,53 @@ class SegResult:
                 f"SegResult {self.frame.stream}#{self.frame.index}: expected 1-D area ratios, "
                 f"got shape {self.area_ratio.shape}"
             )
+
+
+class Picture:
+    """A picture handed to outputs: the overlay (or the frame, for outputs that want it raw) in its
+    own pixel format. ``bgr()`` and ``i420()`` convert once and keep the result, so outputs that need
+    the other format share one conversion and the rest pay nothing. Not for use across threads."""
+
+    __slots__ = ("_bgr", "_i420", "data", "pixel_format")
+
+    def __init__(self, data: np.ndarray, pixel_format: PixelFormat) -> None:
+        check_image(data, pixel_format, "Picture")
+        self.data = data
+        self.pixel_format: PixelFormat = pixel_format
+        self._bgr: np.ndarray | None = data if pixel_format == "bgr24" else None
+        self._i420: np.ndarray | None = data if pixel_format == "yuv420p" else None
+
+    @classmethod
+    def of(cls, frame: Frame) -> Picture:
+        return cls(frame.image, frame.pixel_format)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return frame_size(self.data, self.pixel_format)
+
+    def bgr(self) -> np.ndarray:
+        """BGR (H, W, 3); for an I420 picture a new array, made on the first call. Do not write to it."""
+        if self._bgr is None:
+            self._bgr = i420_to_bgr(self.data)
+        return self._bgr
+
+    def i420(self) -> np.ndarray:
+        """Packed I420 (even size; a BGR picture's odd last row or column is dropped). Do not write to it."""
+        if self._i420 is None:
+            self._i420 = bgr_to_i420(self.data)
+        return self._i420
+
+    def resized(self, width: int, height: int) -> Picture:
+        """This picture at (width, height), resized in its own format (I420: even sizes)."""
+        if self.pixel_format == "yuv420p":
+            return Picture(resize_i420(self.data, width, height), "yuv420p")
+        return Picture(np.asarray(cv2.resize(self.data, (width, height), interpolation=cv2.INTER_AREA)), "bgr24")
+
+    def scaled(self, width: int | None) -> Picture:
+        """This picture no wider than ``width`` (aspect kept, even size), resized in its own format;
+        itself when it is narrow enough or ``width`` is None."""
+        h, w = self.size
+        if width is None or w <= width:
+            return self
+        return self.resized(width, max(2, round(h * width / w)))

@@ -93,6 +93,21 @@ class VideoInput:
                     self._container = None
 
 
+def _video_frame(av: Any, image: np.ndarray, pixel_format: str, width: int, height: int) -> Any:
+    """An ``av.VideoFrame`` of a picture for an encoder of (even) ``width`` x ``height``. An I420
+    picture goes in as it is (x264 encodes I420: nothing to convert); BGR loses an odd last
+    row/column and FFmpeg converts it."""
+    if pixel_format == "yuv420p":
+        if image.shape != (height * 3 // 2, width):
+            raise ValueError(
+                f"encoder of {width}x{height}: got an I420 picture of {image.shape[1]}x{image.shape[0] * 2 // 3}"
+            )
+        return av.VideoFrame.from_ndarray(image, format="yuv420p")
+    if image.shape[1] != width or image.shape[0] != height:
+        image = image[:height, :width]
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+
+
 class VideoEncoder:
     """H.264 in MP4 through libx264; ``close`` flushes the encoder and finalizes the file.
 
@@ -152,10 +167,9 @@ class VideoEncoder:
         self._synced = time.monotonic()
         self.frames_written = 0
 
-    def write(self, image: np.ndarray, pts_seconds: float) -> None:
-        if image.shape[1] != self.width or image.shape[0] != self.height:
-            image = image[: self.height, : self.width]
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+    def write(self, image: np.ndarray, pts_seconds: float, pixel_format: str = "bgr24") -> None:
+        """Encode one picture: BGR (converted to I420 by FFmpeg) or packed I420, taken as it is."""
+        frame = _video_frame(self._av, image, pixel_format, self.width, self.height)
         pts = max(round(pts_seconds * 1000), self._last_pts + 1)  # strictly increasing
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts
@@ -206,11 +220,10 @@ class PacketEncoder:
         self._last_key: float | None = None
         self._last_pts = -1
 
-    def encode(self, image: np.ndarray, pts_seconds: float) -> list[Any]:
-        """Encode one BGR frame; returns the packets it completed (``av.Packet``, pts in ms)."""
-        frame = self._av.VideoFrame.from_ndarray(
-            np.ascontiguousarray(image[: self.height, : self.width]), format="bgr24"
-        )
+    def encode(self, image: np.ndarray, pts_seconds: float, pixel_format: str = "bgr24") -> list[Any]:
+        """Encode one picture (BGR or packed I420); returns the packets it completed (``av.Packet``,
+        pts in ms)."""
+        frame = _video_frame(self._av, image, pixel_format, self.width, self.height)
         pts = max(round(pts_seconds * 1000), self._last_pts + 1)
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .frames import Picture
 from .postprocess import nearest_index
-from .yuv import bgr_colors_to_yuv, edit_as_bgr, empty_i420, hstack_i420, i420_size, planes
+from .yuv import bgr_colors_to_yuv, crop_i420, edit_as_bgr, empty_i420, hstack_i420, i420_size, paste_i420, planes
 
 BACKGROUND_NAMES = frozenset({"background", "_background_", "bg"})
 
@@ -468,3 +469,20 @@ def draw_zones_i420(data: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[
         stroke = functools.partial(_stroke_zone, name=name, color=color, p=p, org=org, font=font, thick=thick)
         edit_as_bgr(data, (x0, y0, min(w, x1), min(h, y1)), _shifted(stroke))
     return data
+
+
+def draw_zone_outlines(
+    picture: Picture, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]], side_by_side: bool
+) -> None:
+    """Zone outlines on an output picture, in place, whatever its pixel format; side by side, on the
+    blend (the right half), so the original stays untouched."""
+    data = picture.data
+    if picture.pixel_format == "bgr24":
+        draw_zones(data[:, data.shape[1] // 2 :] if side_by_side else data, zones)
+    elif side_by_side:
+        w = picture.size[1]
+        right = crop_i420(data, w // 2, w)
+        draw_zones_i420(right, zones)
+        paste_i420(data, right, w // 2)
+    else:
+        draw_zones_i420(data, zones)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .config import SourceConfig
 from .errors import SourceError
-from .frames import Frame
+from .frames import Frame, pixel_format_of
 from .media import describe_error
 from .metrics import Metrics
 from .readers import GST_KINDS, NVDEC_KINDS, READERS, Reader, choose_decoder, open_nvdec
@@ -381,7 +381,7 @@ class Source:
                 wait = started + (pts - clock.resume) - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return got
-            frame = Frame(self.name, index, float(pts), time.monotonic(), time.time(), image)
+            frame = Frame(self.name, index, float(pts), time.monotonic(), time.time(), image, pixel_format_of(image))
             if not self.queue.put(frame, self._stop):
                 return got
         return got

@@ -77,6 +77,23 @@ def hstack_i420(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return out
 
 
+def crop_i420(data: np.ndarray, x0: int, x1: int) -> np.ndarray:
+    """A copy of the columns [x0, x1) (even bounds) as a picture of its own."""
+    h, _ = i420_size(data)
+    out = empty_i420(h, x1 - x0)
+    for i, (src, dst) in enumerate(zip(planes(data), planes(out), strict=True)):
+        k = 1 if i == 0 else 2
+        dst[:] = src[:, x0 // k : x1 // k]
+    return out
+
+
+def paste_i420(data: np.ndarray, part: np.ndarray, x0: int) -> None:
+    """Write ``part`` (as tall as ``data``) into ``data`` from column ``x0`` (even). In place."""
+    for i, (src, dst) in enumerate(zip(planes(part), planes(data), strict=True)):
+        k = 1 if i == 0 else 2
+        dst[:, x0 // k : x0 // k + src.shape[1]] = src
+
+
 def bgr_colors_to_yuv(colors_bgr: np.ndarray) -> np.ndarray:
     """(K, 3) BGR colours -> (K, 3) uint8 (Y, U, V), converted by OpenCV itself so a painted pixel
     converts back to the colour ``i420_to_bgr`` would give."""

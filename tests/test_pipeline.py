@@ -25,7 +25,7 @@ from streamseg.cli import main
 from streamseg.config import parse_config
 from streamseg.contract import LoadedModel, TensorInfo, expected_input_shape
 from streamseg.errors import OutputError
-from streamseg.frames import SegResult
+from streamseg.frames import Picture, SegResult
 from streamseg.outputs import Sink
 from streamseg.outputs.jsonl import JsonlOutput, JsonlSink
 from streamseg.pipeline import Pipeline, RunSummary, StreamWorker
@@ -70,7 +70,7 @@ class Recorder(Sink):
     def describe(self) -> str:
         return self.label
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, overlay: Picture | None) -> None:
         EVENTS.append(("write", self.label, result.frame.stream, result.frame.index))
         if self.on_write is not None:
             self.on_write(result)
@@ -86,7 +86,7 @@ class Recorder(Sink):
 class FailingSink(Recorder):
     """An output that cannot write (a full disk): every write raises OutputError."""
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, overlay: Picture | None) -> None:
         EVENTS.append(("write", self.label, result.frame.stream, result.frame.index))
         raise OutputError(f"{self.label}: No space left on device")
 

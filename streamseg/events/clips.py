@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..frames import Picture
 from ..media import PacketEncoder, PacketWriter, describe_error
 
 log = logging.getLogger(__name__)
@@ -55,20 +54,19 @@ class StreamClips:
         self._last_pts: float | None = None
         self.done: list[Path] = []
 
-    def frame(self, image: np.ndarray, pts: float) -> None:
+    def frame(self, picture: Picture, pts: float) -> None:
         """Encode one frame into the ring and the open clips; finalize clips past their end."""
         if self._last_pts is not None and pts < self._last_pts:  # the stream's clock restarted
             self.close()
             self._encoder, self._ring = None, deque()
         self._last_pts = pts
-        w = self.cfg.width
-        if w is not None and image.shape[1] > w:
-            size = (w, max(2, round(image.shape[0] * w / image.shape[1])))
-            image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        small = picture.scaled(self.cfg.width)
+        image = small.i420()  # what x264 takes: no conversion at all for decoded video
+        height, width = small.size
         try:
             if self._encoder is None:
-                self._encoder = PacketEncoder(image.shape[1], image.shape[0], self.cfg.crf, self.cfg.keyframe_s)
-            packets = self._encoder.encode(image, pts)
+                self._encoder = PacketEncoder(width, height, self.cfg.crf, self.cfg.keyframe_s)
+            packets = self._encoder.encode(image, pts, "yuv420p")
         except Exception as e:  # FFmpeg: clips stop for this stream, events go on
             self._fail(f"encoding: {describe_error(e)}")
             return

@@ -10,10 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..errors import OutputError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from ..metrics import Metrics
 from ..outputs.base import Sink
 from .clips import StreamClips
@@ -64,9 +63,9 @@ class EventsSink(Sink):
     def describe(self) -> str:
         return "events output"
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
         f = result.frame
-        image = result.frame.image if self.wants_raw else overlay
+        image = picture
         clips = self.clips.get(f.stream)
         if clips is not None and image is not None:
             clips.frame(image, f.pts)
@@ -90,7 +89,7 @@ class EventsSink(Sink):
         # the config cross-check names only zones of the rule's stream; a hand-built result may not
         raise OutputError(f"events: rule {st.rule.name}: stream {result.frame.stream} has no zone {st.rule.zone}")
 
-    def _emit(self, ev: Event, image: np.ndarray | None, pts: float | None = None) -> None:
+    def _emit(self, ev: Event, image: Picture | None, pts: float | None = None) -> None:
         clips = self.clips.get(ev.stream)
         if clips is not None:
             if ev.kind == "start":
@@ -128,13 +127,13 @@ class EventsSink(Sink):
                 return tuple(st.rule.sinks) if st.rule.sinks is not None else tuple(self.channels)
         return ()
 
-    def _snapshot(self, ev: Event, image: np.ndarray) -> tuple[bytes | None, Path | None]:
+    def _snapshot(self, ev: Event, image: Picture) -> tuple[bytes | None, Path | None]:
         """Encode now (the overlay buffer is reused by the next frame) and write the file; a failure
         costs the snapshot, counted, never the event."""
         assert self.cfg.snapshots is not None
         path = Path(self.cfg.snapshots) / ev.stream / f"{ev.id}-{ev.kind}.jpg"
         try:
-            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.snapshot_quality])
+            ok, buf = cv2.imencode(".jpg", image.bgr(), [cv2.IMWRITE_JPEG_QUALITY, self.cfg.snapshot_quality])
             if not ok:
                 raise OSError("JPEG encoding failed")
             jpeg = buf.tobytes()

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar, get_args
 
-import numpy as np
-
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from ..schema import Strict
 
 if TYPE_CHECKING:
@@ -80,8 +78,9 @@ class Sink(abc.ABC):
     wants_overlay = False
 
     @abc.abstractmethod
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
-        """Consume one result; ``overlay`` is the rendered picture when ``wants_overlay``."""
+    def write(self, result: SegResult, picture: Picture | None) -> None:
+        """Consume one result; ``picture`` is the rendered overlay when ``wants_overlay``, the source
+        frame when ``wants_raw``, else None. It is valid during the call only (buffers are reused)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and finalize; called once, also after a failure."""

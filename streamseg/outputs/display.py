@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from .base import OutputConfig, OutputKind, Sink
 
 
@@ -43,11 +43,11 @@ class DisplaySink(Sink):
         self._thread = threading.Thread(target=self._show, name="display", daemon=True)
         self._thread.start()
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
-        if overlay is None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
+        if picture is None:
             return
         with contextlib.suppress(queue.Full):  # a slow screen must not slow the pipeline
-            self._queue.put_nowait((result.frame.stream, overlay.copy()))
+            self._queue.put_nowait((result.frame.stream, picture.bgr().copy()))
 
     def _show(self) -> None:
         while (item := self._queue.get()) is not None:

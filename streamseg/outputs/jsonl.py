@@ -8,11 +8,10 @@ import threading
 from pathlib import Path
 from typing import Literal, TextIO
 
-import numpy as np
 from pydantic import Field
 
 from ..errors import OutputError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from .base import OutputConfig, OutputKind, Sink, make_parent
 
 
@@ -67,7 +66,7 @@ class JsonlSink(Sink):
         except OSError as e:
             raise OutputError(f"jsonl output {self.path}: cannot open: {e.strerror}") from None
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
         line = json.dumps(record(result, self.class_names), separators=(",", ":"))
         with self._lock:
             if self._file is None:

@@ -7,11 +7,10 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 import cv2
-import numpy as np
 from pydantic import Field
 
 from ..errors import ConfigError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from .base import OutputConfig, OutputKind, Sink, SinkContext
 
 if TYPE_CHECKING:
@@ -36,8 +35,8 @@ class LiveSink(Sink):
         self._encode = metrics.stage_seconds.labels("encode")
         self._idle_gap = 1.0  # without viewers, refresh the still picture once a second
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
-        if overlay is None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
+        if picture is None:
             return
         stream = result.frame.stream
         now = time.monotonic()
@@ -46,10 +45,7 @@ class LiveSink(Sink):
             return
         self._last[stream] = now
         start = time.perf_counter()
-        image = overlay
-        if self.cfg.width and image.shape[1] > self.cfg.width:
-            h = round(image.shape[0] * self.cfg.width / image.shape[1])
-            image = cv2.resize(image, (self.cfg.width, h), interpolation=cv2.INTER_AREA)
+        image = picture.scaled(self.cfg.width).bgr()  # scaled first: the conversion costs pixels
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.quality])
         if ok:
             self.hub.publish(stream, jpeg.tobytes())

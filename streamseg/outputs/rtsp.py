@@ -16,10 +16,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import cv2
-import numpy as np
 from pydantic import Field
 
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from ..gst import RtspServer, even_size  # gi itself loads only when a server starts
 from ..schema import MAX_FPS
 from .base import OutputConfig, OutputKind, Sink
@@ -55,11 +54,11 @@ class RtspSink(Sink):
         self._counted: set[str] = set()  # streams whose viewer gauge reads the server
         self.server = RtspServer(cfg.host, cfg.port)
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
         stream = result.frame.stream
         if self.cfg.streams is not None and stream not in self.cfg.streams:
             return
-        image = overlay if overlay is not None else result.frame.image
+        image = (picture or Picture.of(result.frame)).bgr()
         size = self.server.size(stream)
         if size is None:
             w, h = even_size(image.shape[1], image.shape[0])

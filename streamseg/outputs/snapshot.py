@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import cv2
-import numpy as np
 from pydantic import Field
 
 from ..errors import OutputError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from .base import OutputConfig, OutputKind, Sink, make_parent
 
 
@@ -27,12 +26,12 @@ class SnapshotSink(Sink):
         self.wants_raw = cfg.raw
         self.wants_overlay = not cfg.raw
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
         f = result.frame
         if f.index % self.cfg.every:
             return
         folder = Path(self.cfg.path.replace("{stream}", f.stream))
-        image = f.image if self.cfg.raw or overlay is None else overlay
+        image = (picture or Picture.of(f)).bgr()
         path = folder / f"{f.index:06d}.png"
         try:
             make_parent(path)

@@ -18,11 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from ..errors import OutputError
-from ..frames import SegResult
+from ..frames import Picture, SegResult
 from ..media import VideoEncoder, describe_error
 from ..schema import MAX_FPS, Strict
 from .base import OutputConfig, OutputKind, Sink, make_parent
@@ -54,6 +53,20 @@ class VideoOutput(OutputConfig):
         "time, 20260131T235959.123Z) and {index} (000000, continuing after the files already there)",
     )
     fps: float | None = Field(None, gt=0, le=MAX_FPS, description="nominal rate; default: the source's")
+    max_fps: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_FPS,
+        description="write at most this many frames a second (by the stream's clock), skipping the rest: "
+        "encoding costs most of the CPU per frame; null = every frame",
+    )
+    width: int | None = Field(
+        None,
+        ge=64,
+        le=7680,
+        description="scale the video down to this width (height in proportion, even sizes) before encoding; "
+        "null = the overlay's own size",
+    )
     crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
@@ -175,8 +188,24 @@ class _Recording:
         self._next_index: int | None = None
         self._last_start = -1.0
         self.files: list[Path] = []  # every file this run wrote, in order
+        self._next_due: float | None = None  # max_fps: the stream time of the next frame to write
 
-    def write(self, image: np.ndarray, pts: float, wall_time: float) -> None:
+    def due(self, pts: float) -> bool:
+        """Whether the frame at ``pts`` is written under ``max_fps``: one per 1/max_fps of stream
+        time, on a grid so the average holds (25 fps at max_fps 10 writes 10, not 8.3, a second)."""
+        if self.cfg.max_fps is None:
+            return True
+        gap = 1.0 / self.cfg.max_fps
+        due = self._next_due
+        if due is not None and due - 2 * gap <= pts < due - 1e-6:
+            return False
+        if due is None or not due - 2 * gap <= pts < due + gap:  # the first frame, a gap, or a restarted clock
+            self._next_due = pts + gap
+        else:
+            self._next_due = due + gap
+        return True
+
+    def write(self, picture: Picture, pts: float, wall_time: float) -> None:
         seg = self.cfg.segment_s
         # A segment ends at the first frame at or past its length; 1 µs of slack absorbs pts that are
         # sums of float frame steps.
@@ -187,20 +216,25 @@ class _Recording:
             if failure:
                 raise OutputError(f"video output {failure}")
         if enc is None:
-            enc = self._open(image, pts, wall_time)
+            enc = self._open(picture, pts, wall_time)
+        h, w = picture.size
+        if not (0 <= w - enc.width <= 1 and 0 <= h - enc.height <= 1):
+            # a camera that reconnected at another size: the file keeps its first size
+            picture = picture.resized(enc.width, enc.height)
         try:
-            enc.write(image, pts - self._segment_pts)
+            enc.write(picture.data, pts - self._segment_pts, picture.pixel_format)
         except Exception as e:  # FFmpeg errors: disk full, bad size
             raise OutputError(f"video output {self.path}: {describe_error(e)}") from None
 
-    def _open(self, image: np.ndarray, pts: float, wall_time: float) -> VideoEncoder:
+    def _open(self, picture: Picture, pts: float, wall_time: float) -> VideoEncoder:
         path = self._next_path(wall_time)
+        height, width = picture.size
         try:
             make_parent(path)
             enc = VideoEncoder(
                 path,
-                image.shape[1],
-                image.shape[0],
+                width,
+                height,
                 self.fps,
                 self.cfg.crf,
                 self.cfg.preset,
@@ -212,7 +246,7 @@ class _Recording:
             raise OutputError(f"video output {path}: cannot open: {describe_error(e)}") from None
         self.encoder, self.path, self._segment_pts = enc, path, pts
         self.files.append(path)
-        log.info("writing %s (%dx%d, %.3g fps)", path, image.shape[1], image.shape[0], self.fps)
+        log.info("writing %s (%dx%d, %.3g fps)", path, enc.width, enc.height, self.fps)
         self._prune()
         return enc
 
@@ -315,18 +349,22 @@ class VideoSink(Sink):
             rec = self._recordings.get(stream)
             return list(rec.files) if rec else []
 
-    def write(self, result: SegResult, overlay: np.ndarray | None) -> None:
+    def write(self, result: SegResult, picture: Picture | None) -> None:
         frame = result.frame
         if self.cfg.streams is not None and frame.stream not in self.cfg.streams:
             return
         rec = self._recordings.get(frame.stream)
         if rec is None:
-            rec = _Recording(self.cfg, frame.stream, self.cfg.fps or self._fps_of(frame.stream) or 25.0, self._taken)
+            fps = self.cfg.fps or self._fps_of(frame.stream) or 25.0
+            if self.cfg.max_fps is not None:
+                fps = min(fps, self.cfg.max_fps)
+            rec = _Recording(self.cfg, frame.stream, fps, self._taken)
             with self._lock:
                 self._recordings[frame.stream] = rec
-        image = overlay if overlay is not None else frame.image
+        if not rec.due(frame.pts):
+            return
         start = time.perf_counter()
-        rec.write(image, frame.pts, frame.wall_time)
+        rec.write((picture or Picture.of(frame)).scaled(self.cfg.width), frame.pts, frame.wall_time)
         self._encode.observe(time.perf_counter() - start)
 
     def close_stream(self, stream: str) -> None:

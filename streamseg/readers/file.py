@@ -23,7 +23,7 @@ class AvReader:
         offset = 0.0
         while True:
             last = None
-            for image, pts in self._input.frames():
+            for image, pts in self._input.frames(native=True):
                 if pts is not None:
                     last = pts
                 yield image, None if pts is None else pts + offset

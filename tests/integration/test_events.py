@@ -22,7 +22,7 @@ from streamseg.config import parse_config
 from streamseg.events.config import EventsConfig
 from streamseg.events.rules import RuleState
 from streamseg.events.sink import EventsSink
-from streamseg.frames import Frame, SegResult
+from streamseg.frames import Frame, Picture, SegResult
 from streamseg.media import count_frames
 from streamseg.metrics import Metrics
 from tests.support.mqtt import Mosquitto, Subscriber, free_port, mosquitto_binary
@@ -108,7 +108,7 @@ def feed(sink: EventsSink, values: list[float], start: int = 0) -> float:
     for i, v in enumerate(values, start):
         r = result(i, v)
         t = time.perf_counter()
-        sink.write(r, r.frame.image.copy())
+        sink.write(r, Picture(r.frame.image.copy(), "bgr24"))
         longest = max(longest, time.perf_counter() - t)
     return longest
 
@@ -303,7 +303,7 @@ def test_an_event_clip_runs_from_pre_s_before_the_start_to_post_s_after_the_end(
         r = result(i, v)
         image = np.zeros((48, 64, 3), np.uint8)
         image[:, :32], image[:, 32:] = 20 * (i // 10), 20 * (i % 10)
-        sink.write(r, image)
+        sink.write(r, Picture(image, "bgr24"))
     sink.close()
     lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["frame"]) for r in lines] == [("start", 50), ("end", 70)]
