@@ -566,3 +566,57 @@ def test_an_add_that_fails_midway_undoes_what_it_registered(
         "series": False,
     }
     assert list(summary.frames) == ["a"]
+
+
+def test_the_gpu_stage_in_the_pipeline_gives_the_cpu_stage_results(
+    make_model: Callable[..., LoadedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline with torch's GPU stage (run on torch's CPU device, as it runs on CUDA) and with
+    the CPU stage: the same class maps and area ratios for every frame, and the GPU stage's blend
+    within 1 of the CPU blend. Frames at the model's size, so preprocessing is exact on both."""
+    pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[torch]')")
+    from streamseg.backends.torch import TorchBackend
+    from streamseg.gpu import TorchStage
+    from streamseg.overlay import Scratch, blend, make_palette
+    from streamseg.stages import OverlaySpec, Stage
+    from streamseg.temporal import TemporalFilter
+
+    class DeviceStageTorch(TorchBackend):
+        def stage(self, overlay: OverlaySpec | None = None, temporal: TemporalFilter | None = None) -> Stage[Any]:
+            return TorchStage(self._device, self.contract, overlay, temporal)
+
+    # mean 128: the gradient's dark and bright halves (and the disc) fall in different classes
+    model = make_model({"kind": "class_map", "height": 48, "width": 64}, {"input.mean": [128.0] * 3})
+    n = 6
+
+    def run_with(cls: type[TorchBackend]) -> dict[tuple[str, int], SegResult]:
+        got: dict[tuple[str, int], SegResult] = {}
+        rec = Recorder("results", on_write=lambda r: got.__setitem__((r.frame.stream, r.frame.index), r))
+        rec.wants_overlay = True  # the stage blends only when an output shows the overlay
+        cfg = parse_config(f"""
+sources: [{{name: a, uri: "{SYN.format(n=n)}"}}, {{name: b, uri: "{SYN.format(n=n)}"}}]
+model: {{path: "{model.sidecar}", backend: torch, device: cpu}}
+batch: {{max_batch: 2, max_wait_ms: 5}}
+overlay: {{legend: false}}
+outputs: [{{type: jsonl, path: "{tmp_path}/{cls.__name__}.jsonl"}}]
+http: {{enabled: false, port: 0}}
+""")
+        with monkeypatch.context() as mp:
+            mp.setitem(REGISTRY, "torch", cls)
+            add_sinks(mp, rec)
+            assert run(Pipeline(cfg)).frames == {"a": n, "b": n}
+        return got
+
+    cpu, dev = run_with(TorchBackend), run_with(DeviceStageTorch)
+    assert sorted(cpu) == sorted(dev) == [(s, i) for s in "ab" for i in range(n)]
+    c = model.contract
+    palette = make_palette(c.class_names, [k.color for k in c.classes])
+    for key, want in cpu.items():
+        got = dev[key]
+        assert np.array_equal(got.class_map, want.class_map) and np.array_equal(got.area_ratio, want.area_ratio)
+        assert want.overlay is None and got.overlay is not None  # the CPU worker draws; the GPU stage has blended
+        image = got.frame.image  # untouched on the GPU path: the blend went to a device copy
+        assert image.ndim == 3, "synthetic frames are BGR"
+        expected = blend(image.copy(), got.class_map, palette, 0.5, Scratch())
+        assert np.abs(got.overlay.astype(int) - expected.astype(int)).max() <= 1
+    assert len({r.class_map.tobytes() for r in cpu.values()}) > 1  # a moving disc: the maps differ
