@@ -50,29 +50,21 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | 
 def preprocess_frames(frames: Sequence[Frame], spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
     """``preprocess`` for frames in either pixel format. I420 frames are resized plane by plane and
     converted at model resolution, never to a full-resolution BGR copy; the tensor equals the BGR
-    path's up to rounding (tests/test_preprocess.py)."""
+    path's up to rounding and chroma resampling (tests/test_yuv.py)."""
     if all(f.pixel_format == "bgr24" for f in frames):
         return preprocess([f.image for f in frames], spec, out)
-    n, h, w = len(frames), spec.height, spec.width
-    shape = (n, 3, h, w) if spec.layout == "NCHW" else (n, h, w, 3)
-    if out is None:
-        out = np.empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32:
-        raise ValueError(f"preprocess: out must be float32 {shape}, got {out.dtype} {out.shape}")
-    mean = np.asarray(spec.mean, np.float32)
-    inv_std = 1.0 / np.asarray(spec.std, np.float32)
-    for i, f in enumerate(frames):
-        if f.pixel_format == "yuv420p":
-            pixels = resize_to_rgb(f.image, w, h, spec.color == "RGB")
-        else:  # a BGR stream batched with I420 ones (a camera beside files)
-            small = (
-                f.image if f.image.shape[:2] == (h, w) else cv2.resize(f.image, (w, h), interpolation=cv2.INTER_LINEAR)
-            )
-            pixels = (small[..., ::-1] if spec.color == "RGB" else small).astype(np.float32)
-        pixels -= mean
-        pixels *= inv_std
-        if spec.layout == "NCHW":
-            out[i] = pixels.transpose(2, 0, 1)
-        else:
-            out[i] = pixels
-    return out
+    # resized and in the model's channel order already: preprocess only normalizes them
+    small = [
+        resize_to_rgb(f.image, spec.width, spec.height, spec.color == "RGB")
+        if f.pixel_format == "yuv420p"
+        else _resized_in_order(f.image, spec)
+        for f in frames
+    ]
+    return preprocess(small, spec.model_copy(update={"color": "BGR"}), out)
+
+
+def _resized_in_order(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A BGR frame batched with I420 ones (a camera beside files): resized, in the model's order."""
+    if image.shape[:2] != (spec.height, spec.width):
+        image = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)) if spec.color == "RGB" else image

@@ -18,11 +18,11 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-# BT.601 studio swing, as OpenCV's YUV2BGR_I420 uses it: RGB = M @ (Y - 16, U - 128, V - 128).
-_YUV_TO_RGB = np.array(
-    [[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]],
-    np.float32,
-)
+# BT.601 studio swing, as OpenCV's YUV2BGR_I420 uses it: RGB = M @ (Y - 16, U - 128, V - 128),
+# as (3, 4) affine matrices for cv2.transform (which rounds and saturates like the conversion).
+_M = np.array([[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]], np.float64)
+_RGB_FROM_YUV = np.hstack([_M, -(_M @ np.array([[16.0], [128.0], [128.0]]))])
+_BGR_FROM_YUV = np.ascontiguousarray(_RGB_FROM_YUV[::-1])
 
 
 def planes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,20 +108,12 @@ def bgr_colors_to_yuv(colors_bgr: np.ndarray) -> np.ndarray:
 
 
 def resize_to_rgb(data: np.ndarray, width: int, height: int, rgb: bool) -> np.ndarray:
-    """The picture resized (bilinear) to (height, width) and converted there: float32 (h, w, 3) in
-    0-255, RGB or BGR. Resizing the planes first and converting the small picture costs a fraction
-    of converting the full frame, and matches it up to rounding (the conversion is affine)."""
-    y, u, v = planes(data)
-    yuv = np.empty((height, width, 3), np.float32)
-    for i, plane in enumerate((y, u, v)):
-        if plane.shape != (height, width):
-            plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
-        yuv[..., i] = plane
-    yuv -= np.array((16.0, 128.0, 128.0), np.float32)
-    matrix = _YUV_TO_RGB if rgb else _YUV_TO_RGB[::-1]
-    out = yuv.reshape(-1, 3) @ matrix.T
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.reshape(height, width, 3)
+    """The picture resized (bilinear) to (height, width) and converted there: uint8 (h, w, 3), RGB
+    or BGR. Resizing the planes first and converting the small picture costs a fraction of
+    converting the full frame and matches it up to rounding (the conversion is affine); chroma is
+    resized to the full model size, so the model sees the colour detail the BGR path gave it."""
+    yuv = cv2.merge([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in planes(data)])
+    return np.asarray(cv2.transform(yuv, _RGB_FROM_YUV if rgb else _BGR_FROM_YUV))
 
 
 def edit_as_bgr(data: np.ndarray, box: tuple[int, int, int, int], draw: Callable[[np.ndarray, int, int], None]) -> None:
