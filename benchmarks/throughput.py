@@ -324,7 +324,8 @@ def render_report(
         "",
         "## Scaling (current code, video + JSONL)",
         "",
-        "Efficiency = fps / (cores / W), W measured for that size in this run (median of 2); fps and CPU: median of 2 runs.",
+        "Efficiency = fps / (cores / W), W measured for that size in this run (median of 2); fps and CPU: "
+        "median of 2 runs.",
         "",
         "| size | streams | fps | CPU ms / frame | W ms | efficiency |",
         "|---|---:|---:|---:|---:|---:|",
