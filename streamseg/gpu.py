@@ -131,7 +131,7 @@ class TorchStage(Stage[Tensor]):
         for f in frames:
             host = torch.from_numpy(f.image)
             t = (host.pin_memory() if pin else host).to(self.device, non_blocking=True)
-            out.append(i420_to_bgr(t) if getattr(f, "pixel_format", "bgr24") == "yuv420p" else t)
+            out.append(i420_to_bgr(t) if f.pixel_format == "yuv420p" else t)
         return out
 
     def preprocess(self, frames: Sequence[Frame]) -> Tensor:

@@ -25,7 +25,7 @@ from .contract import ModelContract
 from .frames import Frame
 from .overlay import Palette
 from .postprocess import area_ratios, to_class_maps
-from .preprocess import preprocess
+from .preprocess import preprocess_frames
 
 if TYPE_CHECKING:
     from .temporal import TemporalFilter
@@ -107,7 +107,8 @@ class CpuStage(Stage[np.ndarray]):
         return "cpu"
 
     def preprocess(self, frames: Sequence[Frame]) -> np.ndarray:
-        return preprocess([f.image for f in frames], self.contract.input)
+        # I420 frames are resized plane by plane and converted at model resolution, never to full-size BGR
+        return preprocess_frames(frames, self.contract.input)
 
     def postprocess(self, frames: Sequence[Frame], output: np.ndarray) -> list[Processed]:
         n = self.contract.num_classes
