@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo needs only the base install (ONNX Runtime on the CPU): no torch, no test tools.
 DEMO_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test test-fast lint unit venv samples system-deps bench clean triton-venv image
+.PHONY: demo test test-fast lint unit venv samples system-deps bench clean triton-venv image gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench: venv samples
 image: $(DEMO_STAMP)
 	$(BIN)/pip wheel -q . -w wheelhouse
 	docker build -f deploy/docker/Dockerfile -t streamseg:cpu .
+
+# On an NVIDIA GPU host: every gpu/tensorrt test and benchmarks/gpu.py, figures appended to
+# docs/gpu-validation.md (under 8 minutes). Without a GPU: one line, exit 0, nothing recorded.
+# Uses the host's python3 (its CUDA torch), not .venv; see docs/gpu-validation.md, "How to run".
+gpu-check:
+	bash tools/gpu_check.sh
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
