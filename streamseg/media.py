@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from .encoders import X264, EncoderChoice
+
+X264_CHOICE = EncoderChoice(X264, "libx264")  # what callers that do not choose get
 
 
 def _av() -> Any:
@@ -139,8 +142,11 @@ class VideoEncoder:
         fragmented: bool = True,
         keyframe_s: float | None = 1.0,
         fsync_s: float | None = None,
+        codec: EncoderChoice | None = None,
+        threads: int = 0,
     ) -> None:
         av = _av()
+        codec = codec or X264_CHOICE
         # yuv420p needs even sizes; the last odd row/column is dropped rather than padded.
         self.width, self.height = width - width % 2, height - height % 2
         self.path = path
@@ -152,12 +158,19 @@ class VideoEncoder:
         options = {"movflags": self.FRAGMENTED_MOVFLAGS, "flush_packets": "1"} if fragmented else {}
         self._container = av.open(str(path), mode="w", container_options=options)
         rate = Fraction(fps).limit_denominator(1001)
-        self._stream = self._container.add_stream("libx264", rate=rate)
+        self.codec = codec.name
+        self._stream = self._container.add_stream(codec.name, rate=rate)
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
         # zerolatency: no lookahead and no B-frames, so a frame is in a packet as soon as it is encoded
         # and memory stays flat.
-        self._stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+        options = codec.options(crf, fast=preset in ("ultrafast", "superfast"))
+        if not codec.hardware:
+            options["preset"] = preset
+            # 0: x264's choice (slice threads, one per core under zerolatency); 1 wastes least
+            # CPU when the streams outnumber the cores (docs/benchmarks.md)
+            options["threads"] = str(threads)
+        self._stream.options = options
         if keyframe_s is not None:
             self._stream.codec_context.gop_size = max(1, round(fps * keyframe_s))
         self._stream.codec_context.time_base = Fraction(1, 1000)
@@ -206,14 +219,17 @@ class PacketEncoder:
     seconds of compressed video, not raw frames. A keyframe is forced every ``keyframe_s`` of pts
     (SPS/PPS repeated in each), so a clip can start at any keyframe in the buffer."""
 
-    def __init__(self, width: int, height: int, crf: int = 28, keyframe_s: float = 1.0) -> None:
+    def __init__(
+        self, width: int, height: int, crf: int = 28, keyframe_s: float = 1.0, codec: EncoderChoice | None = None
+    ) -> None:
         av = _av()
+        codec = codec or X264_CHOICE
         self.width, self.height = width - width % 2, height - height % 2
-        ctx = av.CodecContext.create("libx264", "w")
+        ctx = av.CodecContext.create(codec.name, "w")
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         ctx.time_base = Fraction(1, 1000)
         ctx.gop_size = 10_000  # keyframes come from keyframe_s on the pts clock, whatever the frame rate
-        ctx.options = {"crf": str(crf), "preset": "ultrafast", "tune": "zerolatency"}
+        ctx.options = codec.options(crf)
         self._ctx = ctx
         self._av = av
         self._keyframe_s = keyframe_s

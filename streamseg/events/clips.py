@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..encoders import choose_h264
 from ..frames import Picture
 from ..media import PacketEncoder, PacketWriter, describe_error
 
@@ -65,7 +66,8 @@ class StreamClips:
         height, width = small.size
         try:
             if self._encoder is None:
-                self._encoder = PacketEncoder(width, height, self.cfg.crf, self.cfg.keyframe_s)
+                codec = choose_h264("auto")
+                self._encoder = PacketEncoder(width, height, self.cfg.crf, self.cfg.keyframe_s, codec)
             packets = self._encoder.encode(image, pts, "yuv420p")
         except Exception as e:  # FFmpeg: clips stop for this stream, events go on
             self._fail(f"encoding: {describe_error(e)}")

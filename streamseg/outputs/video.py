@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from ..encoders import choose_h264
 from ..errors import OutputError
 from ..frames import Picture, SegResult
 from ..media import VideoEncoder, describe_error
@@ -70,7 +71,19 @@ class VideoOutput(OutputConfig):
     crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
-    ] = Field("ultrafast", description="x264 preset")
+    ] = Field("ultrafast", description="x264 preset (NVENC: p1 for ultrafast/superfast, p4 otherwise)")
+    encoder: Literal["auto", "nvenc", "x264"] = Field(
+        "auto",
+        description="H.264 encoder: auto = NVENC where the GPU has one (a test frame encodes), libx264 "
+        "otherwise (H100/H200/A100 have none); nvenc = NVENC or refuse to start; x264 = libx264",
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="libx264 threads per stream; 0 = x264's choice (under zerolatency one slice per core: "
+        "lowest latency for one big stream); 1 spends less CPU per frame when streams outnumber cores",
+    )
     streams: list[str] | None = Field(None, description="only these streams; null = all")
     container: Literal["fragmented", "standard"] = Field(
         "fragmented",
@@ -181,6 +194,7 @@ class _Recording:
         # files this sink wrote earlier in the run (a stream removed and added again): never reopened
         self._taken = taken if taken is not None else set()
         self.fps = fps
+        self.codec = choose_h264(cfg.encoder)  # decided once per process; said in the log
         self.names = FileNames(cfg.path, stream)
         self.encoder: VideoEncoder | None = None
         self.path: Path | None = None
@@ -241,6 +255,8 @@ class _Recording:
                 fragmented=self.cfg.container == "fragmented",
                 keyframe_s=self.cfg.keyframe_s,
                 fsync_s=self.cfg.fsync_s,
+                codec=self.codec,
+                threads=self.cfg.threads,
             )
         except Exception as e:  # FFmpeg raises OSError subclasses and ValueErrors
             raise OutputError(f"video output {path}: cannot open: {describe_error(e)}") from None
@@ -336,6 +352,7 @@ class VideoSink(Sink):
         self._taken: set[Path] = set()  # unnumbered files written this run, shared by the recordings
         self._lock = threading.Lock()
         self._encode = metrics.stage_seconds.labels("encode")
+        choose_h264(cfg.encoder)  # nvenc asked for where there is none: refused before anything is written
 
     @property
     def paths(self) -> dict[str, Path]:
