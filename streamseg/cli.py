@@ -89,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--unlabeled", action="append", default=[], metavar="DIR", help="unlabelled images; repeat")
+    tr.add_argument(
+        "--semi",
+        choices=["souly", "hung"],
+        help="with --unlabeled: Souly et al. (generator, K+1-class "
+        "discriminator) or Hung et al. (discriminator on label maps)",
+    )
+    tr.add_argument(
+        "--image-labelled",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="dataset whose masks give image-level labels only (decouplednet); repeat",
+    )
     ev = sub.add_parser("eval", help="score a model (ONNX, checkpoint) on a dataset: pixel acc, mean acc, mIU, fwIU")
     ev.add_argument("model", help="sidecar, ONNX or checkpoint (with its sidecar beside it)")
     ev.add_argument("--data", required=True, help="dataset folder")
@@ -294,6 +308,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=args.device,
         seed=args.seed,
+        unlabeled=args.unlabeled,
+        semi=args.semi,
+        image_labelled=args.image_labelled,
     )
     result = train(cfg)
     print(

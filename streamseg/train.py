@@ -3,6 +3,11 @@
 Loss is averaged over labelled pixels (ignore index 255) with optional class weights; paired
 augmentation (scale, crop, flip; masks nearest); SGD with the poly schedule of the DeepLab/PSPNet
 papers or AdamW; checkpoints every epoch (atomic) with ``--resume``; CPU or CUDA.
+
+Semi-supervised modes (:mod:`streamseg.semi`): ``unlabeled`` folders with ``semi`` "souly" (a
+generator and the network as a (K + 1)-class discriminator; the checkpoint holds the K-class
+network) or "hung" (a fully convolutional discriminator on label maps), and ``image_labelled``
+datasets for DecoupledNet. They change the loss of each step; the loop is this one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .contract import InputSpec
 from .datasets import IGNORE_INDEX, SegDataset, augment, open_dataset
 from .errors import ConfigError
 from .evaluate import ConfusionMatrix, Scores, scores
+from .maskap import MaskAP
 from .models import build, network_info
 from .models._torch import F, nn, torch
 from .models.checkpoint import CheckpointMeta, input_spec, read_checkpoint, save_checkpoint
@@ -25,6 +31,7 @@ from .overlay import voc_colors
 from .postprocess import resize_labels
 from .preprocess import preprocess
 from .progress import Steps
+from .semi import make_objective
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    unlabeled: list[str] = field(default_factory=list)  # folders of images without masks
+    semi: str | None = None  # souly | hung, with unlabeled
+    image_labelled: list[str] = field(default_factory=list)  # datasets whose masks give image-level labels only
 
 
 def _to_tensor(images: list[np.ndarray], spec: InputSpec) -> torch.Tensor:
@@ -91,9 +101,13 @@ def evaluate_model(model: nn.Module, dataset: SegDataset, meta: CheckpointMeta, 
     return scores(cm.matrix)
 
 
-def train(cfg: TrainConfig) -> Scores:
+def train(cfg: TrainConfig) -> Scores | MaskAP:
     """Train, checkpoint every epoch to ``cfg.out/last.pt``, return the scores on the training data."""
     info = network_info(cfg.network)
+    if info.task == "instances":
+        from .train_instances import train_instances
+
+        return train_instances(cfg)
     datasets = [open_dataset(d) for d in cfg.data]
     names = datasets[0].class_names
     for ds in datasets[1:]:
@@ -111,7 +125,10 @@ def train(cfg: TrainConfig) -> Scores:
     options = dict(cfg.options)
     if cfg.pretrained_backbone:
         options["pretrained_backbone"] = cfg.pretrained_backbone
-    model = build(cfg.network, num_classes, **options).to(device)
+    image_labelled = [open_dataset(d) for d in cfg.image_labelled]
+    for ds in image_labelled:
+        if ds.class_names is not None and ds.class_names != names:
+            raise ConfigError(f"--image-labelled {ds.root}: class names differ from {datasets[0].root}")
     meta = CheckpointMeta(
         cfg.network,
         num_classes,
@@ -120,8 +137,33 @@ def train(cfg: TrainConfig) -> Scores:
         cfg.size[0],
         cfg.size[1],
         {k: v for k, v in options.items() if k != "pretrained_backbone"},
-        source=f"streamseg train on {', '.join(cfg.data)}",
+        source=f"streamseg train on {', '.join(cfg.data)}"
+        + (f", unlabelled {', '.join(cfg.unlabeled)} ({cfg.semi})" if cfg.unlabeled else "")
+        + (f", image-labelled {', '.join(cfg.image_labelled)}" if cfg.image_labelled else ""),
     )
+    spec = input_spec(meta)  # what the sidecar will tell the pipeline: layout, color, mean, std
+    crop = cfg.crop or cfg.size
+    samples = [(di, i) for di, ds in enumerate(datasets) for i in range(len(ds))]
+    steps_per_epoch = max(1, math.ceil(len(samples) / cfg.batch_size))
+    total_steps = cfg.epochs * steps_per_epoch
+    objective = make_objective(
+        cfg.semi,
+        cfg.network,
+        num_classes,
+        {k: v for k, v in options.items() if k != "pretrained_backbone"},
+        cfg.unlabeled,
+        image_labelled,
+        cfg.size,
+        crop,
+        cfg.scale,
+        cfg.flip,
+        cfg.batch_size,
+        total_steps,
+        spec,
+        device,
+    )
+    # Souly et al.: the network is trained as a discriminator with one more class, "fake"
+    model = build(cfg.network, num_classes + (cfg.semi == "souly"), **options).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
@@ -130,9 +172,6 @@ def train(cfg: TrainConfig) -> Scores:
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         raise ConfigError(f"--optimizer: unknown '{cfg.optimizer}' (sgd, adamw)")
-    samples = [(di, i) for di, ds in enumerate(datasets) for i in range(len(ds))]
-    steps_per_epoch = max(1, math.ceil(len(samples) / cfg.batch_size))
-    total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (1 - min(step, total_steps - 1) / total_steps) ** cfg.poly_power
     )
@@ -142,7 +181,11 @@ def train(cfg: TrainConfig) -> Scores:
         if not last.is_file():
             raise ConfigError(f"--resume: no checkpoint at {last}")
         state = read_checkpoint(last)
-        model.load_state_dict(state["model"])
+        if objective is not None and "semi" not in state:
+            raise ConfigError(f"--resume: {last} was not trained in this semi-supervised mode")
+        model.load_state_dict(state.get("train_model", state["model"]))
+        if objective is not None:
+            objective.load_state_dict(state["semi"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
@@ -150,8 +193,8 @@ def train(cfg: TrainConfig) -> Scores:
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
     if weight is not None and weight.numel() != num_classes:
         raise ConfigError(f"--class-weights: {weight.numel()} weights for {num_classes} classes")
-    spec = input_spec(meta)  # what the sidecar will tell the pipeline: layout, color, mean, std
-    crop = cfg.crop or cfg.size
+    if weight is not None and objective is not None:
+        raise ConfigError("--class-weights: not used by the semi-supervised losses (--unlabeled, decouplednet)")
     cache = [[_resize_pair(*ds.load(i), cfg.size) for i in range(len(ds))] for ds in datasets]
     bar = Steps((cfg.epochs - start_epoch) * steps_per_epoch, f"train {cfg.network}", "step", log, cfg.progress)
     loss_value = float("nan")
@@ -166,8 +209,9 @@ def train(cfg: TrainConfig) -> Scores:
             pairs = [augment(cache[di][i][0], cache[di][i][1], rng, crop, cfg.scale, cfg.flip) for di, i in chosen]
             x = _to_tensor([p[0] for p in pairs], spec).to(device)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64)).to(device)
-            out = model(x)
-            if isinstance(out, tuple):  # main + auxiliary head (PSPNet)
+            if objective is not None:
+                loss = objective.loss(model, x, y, rng)
+            elif isinstance(out := model(x), tuple):  # main + auxiliary head (PSPNet)
                 loss = F.cross_entropy(out[0], y, weight=weight, ignore_index=IGNORE_INDEX)
                 loss = loss + cfg.aux_weight * F.cross_entropy(out[1], y, weight=weight, ignore_index=IGNORE_INDEX)
             else:
@@ -176,19 +220,28 @@ def train(cfg: TrainConfig) -> Scores:
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
+            if objective is not None:
+                objective.after_step(model)
             loss_value = float(loss.detach())
-            bar.update(text=f"epoch {epoch + 1} loss {loss_value:.4f}")
+            parts = "".join(f" {k} {v:.4f}" for k, v in objective.last.items()) if objective is not None else ""
+            bar.update(text=f"epoch {epoch + 1} loss {loss_value:.4f}{parts}")
+        plain = model if objective is None else objective.plain(model)
+        extra = {} if objective is None else {"semi": objective.state_dict()}
+        if plain is not model:  # the K-class network is saved; resuming needs the one trained
+            extra["train_model"] = model.state_dict()
         save_checkpoint(
             last,
-            model,
+            plain,
             meta,
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
             epoch=epoch + 1,
             loss=loss_value,
+            **extra,
         )
     bar.close()
-    result = evaluate_model(model, _concat(datasets), meta, device)
+    plain = model if objective is None else objective.plain(model)
+    result = evaluate_model(plain, _concat(datasets), meta, device)
     log.info("final loss %.4f, mean IU on the training data %.4f", loss_value, result.mean_iu)
     return result
 
