@@ -165,7 +165,8 @@ def rtsp_output_unavailable_reason() -> str | None:
 
 
 def encoder_launch(width: int, height: int, fps: float, bitrate_kbps: int) -> str:
-    """The per-mount pipeline: BGR frames pushed into appsrc 'src' -> H.264 -> RTP payloader 'pay0'.
+    """The per-mount pipeline: I420 frames pushed into appsrc 'src' -> H.264 -> RTP payloader 'pay0'.
+    I420 is what x264 encodes, and what decoded video already is: nothing converts it on the way.
 
     A leaky queue keeps at most 4 frames and drops the oldest: a slow viewer never grows memory or
     stalls the pipeline (a queue rather than appsrc's own leaky-type, which needs GStreamer 1.20;
@@ -175,11 +176,10 @@ def encoder_launch(width: int, height: int, fps: float, bitrate_kbps: int) -> st
     if width % 2 or height % 2:
         raise ValueError(f"H.264 (I420) needs an even frame size, got {width}x{height}")
     rate = Fraction(fps).limit_denominator(1001)  # NTSC 29.97... -> 30000/1001
-    caps = f"video/x-raw,format=BGR,width={width},height={height},framerate={rate.numerator}/{rate.denominator}"
+    caps = f"video/x-raw,format=I420,width={width},height={height},framerate={rate.numerator}/{rate.denominator}"
     return (
         f"( appsrc name=src is-live=true format=time do-timestamp=true caps={caps} ! "
         "queue leaky=downstream max-size-buffers=4 max-size-bytes=0 max-size-time=0 ! "
-        "videoconvert ! video/x-raw,format=I420 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate_kbps} key-int-max={max(1, round(fps))} ! "
         "rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
@@ -280,7 +280,8 @@ class RtspServer:
             return len(self._appsrcs.get(stream, ()))
 
     def push(self, stream: str, image: np.ndarray) -> bool:
-        """Hand one BGR frame (published size) to the mount's encoder; False when nobody watches."""
+        """Hand one packed I420 picture (``streamseg.yuv``, the published size) to the mount's
+        encoder; False when nobody watches."""
         with self._lock:
             targets = list(self._appsrcs.get(stream, ()))
         if not targets:

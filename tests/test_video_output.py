@@ -277,3 +277,30 @@ def test_a_stream_added_again_keeps_its_earlier_recording(tmp_path: Path) -> Non
         sink.close()
     assert read_numbers(tmp_path / "cam.mp4") == list(range(10))
     assert read_numbers(tmp_path / "cam-2.mp4") == list(range(20, 26))
+
+
+def test_max_fps_writes_frames_on_a_grid_of_the_stream_clock(tmp_path: Path) -> None:
+    cfg = VideoOutput(type="video", path=str(tmp_path / "{stream}.mp4"), max_fps=10)
+    record(cfg, 50)  # 2 s at 25 fps
+    numbers = read_numbers(tmp_path / "cam.mp4")
+    assert len(numbers) == 20  # 10 a second, not 25 and not 8.3 (every third frame)
+    gaps = np.diff(numbers)
+    assert set(gaps.tolist()) <= {2, 3} and numbers[0] == 0
+
+
+def test_width_scales_the_recording_in_its_own_pixel_format(tmp_path: Path) -> None:
+    from streamseg.yuv import bgr_to_i420
+
+    cfg = VideoOutput(type="video", path=str(tmp_path / "{stream}.mp4"), width=64)
+    sink = VideoSink(cfg, lambda _: FPS, Metrics())
+    for i in range(5):
+        big = np.repeat(np.repeat(numbered_image(i), 2, 0), 2, 1)  # 128x128: halved back to 64x64
+        frame = Frame("cam", i, i / FPS, time.monotonic(), time.time(), bgr_to_i420(big), "yuv420p")
+        sink.write(SegResult(frame, np.zeros((4, 4), np.uint8), np.array([1.0])), None)
+    sink.close()
+    video = VideoInput(str(tmp_path / "cam.mp4"))
+    try:
+        assert (video.info.width, video.info.height) == (64, 64)
+    finally:
+        video.close()
+    assert read_numbers(tmp_path / "cam.mp4") == [0, 1, 2, 3, 4]

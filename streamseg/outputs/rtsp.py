@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-import cv2
 from pydantic import Field
 
 from ..frames import Picture, SegResult
@@ -38,6 +37,12 @@ class RtspOutput(OutputConfig):
         None, gt=0, le=MAX_FPS, description="nominal rate in the stream's caps; default: the source's"
     )
     streams: list[str] | None = Field(None, description="only these streams; null = all")
+    width: int | None = Field(
+        None, ge=64, le=7680, description="scale down to this width (height in proportion) before encoding"
+    )
+    max_fps: float | None = Field(
+        None, gt=0, le=MAX_FPS, description="send at most this many frames a second (by the stream's clock)"
+    )
 
     def selected_streams(self) -> list[str] | None:
         return self.streams
@@ -52,16 +57,17 @@ class RtspSink(Sink):
         self._encode = metrics.stage_seconds.labels("encode")
         self._viewers = metrics.rtsp_viewers
         self._counted: set[str] = set()  # streams whose viewer gauge reads the server
+        self._next_due: dict[str, float] = {}  # max_fps: per stream, the pts of the next frame to send
         self.server = RtspServer(cfg.host, cfg.port)
 
     def write(self, result: SegResult, picture: Picture | None) -> None:
         stream = result.frame.stream
         if self.cfg.streams is not None and stream not in self.cfg.streams:
             return
-        image = (picture or Picture.of(result.frame)).bgr()
+        picture = (picture or Picture.of(result.frame)).scaled(self.cfg.width)
         size = self.server.size(stream)
         if size is None:
-            w, h = even_size(image.shape[1], image.shape[0])
+            w, h = even_size(picture.size[1], picture.size[0])
             fps = self.cfg.fps or self._fps_of(stream) or 25.0
             url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
             log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
@@ -71,14 +77,26 @@ class RtspSink(Sink):
             self._viewers.labels(stream).set_function(lambda: self.server.clients(stream))
         if not self.server.viewers(stream):
             return  # nobody watches: no encoding
+        if not self._due(stream, result.frame.pts):
+            return
         start = time.perf_counter()
-        if (image.shape[1], image.shape[0]) != size:
-            if 0 <= image.shape[1] - size[0] <= 1 and 0 <= image.shape[0] - size[1] <= 1:
-                image = image[: size[1], : size[0]]  # odd size: drop the last row/column, no resampling
-            else:
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        self.server.push(stream, image)
+        h, w = picture.size
+        if not (0 <= w - size[0] <= 1 and 0 <= h - size[1] <= 1):
+            picture = picture.resized(*size)  # a camera back at another size: the viewers' decoders know the first
+        self.server.push(stream, picture.i420())  # an odd BGR size loses its last row/column here
         self._encode.observe(time.perf_counter() - start)
+
+    def _due(self, stream: str, pts: float) -> bool:
+        """max_fps: one frame per 1/max_fps of the stream's clock; a clock that went back restarts."""
+        if self.cfg.max_fps is None:
+            return True
+        gap = 1.0 / self.cfg.max_fps
+        due = self._next_due.get(stream)
+        if due is not None and due - 2 * gap <= pts < due - 1e-6:
+            return False
+        ok_grid = due is not None and due - 2 * gap <= pts < due + gap
+        self._next_due[stream] = due + gap if ok_grid and due is not None else pts + gap
+        return True
 
     def close_stream(self, stream: str) -> None:
         # The mount stays (gst-rtsp-server would cut its viewers); added again, the stream
