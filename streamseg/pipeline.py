@@ -13,6 +13,7 @@ its queue to or take it from the batcher; the other streams never wait on it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import queue
 import threading
@@ -287,11 +288,16 @@ class Pipeline:
                     batcher.add(s.name, s.queue)
                     s.start()
                 self._batcher, self._sinks, self._hub = batcher, sinks, hub  # runtime changes may begin
+                # What start-up built (the model, modules, config) lives for the whole run: out of the
+                # collector's generations, every full collection stops walking it (the loop's threads
+                # wait on the GIL while one runs). Measured in docs/benchmarks.md.
+                gc.freeze()
                 self.ready.set()
                 if self.status_interval > 0:  # on its own clock: a stalled stage must not silence it
                     threading.Thread(target=self._log_status, args=(status_done,), name="status", daemon=True).start()
                 self._loop(backend, batcher)
             finally:
+                gc.unfreeze()  # a program running pipelines one after another collects each one's cycles
                 status_done.set()
                 self._loop_ended.set()  # a change waiting on the loop stops waiting (it ended by itself)
                 with self._change:  # a change under way finishes first; none starts after this
