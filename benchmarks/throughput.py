@@ -71,6 +71,24 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     return {"frames": frames, "wall": wall, "cpu": cpu, "fps": frames / wall, "cpu_ms": 1000 * cpu / frames}
 
 
+def child_decode(args: argparse.Namespace) -> dict[str, Any]:
+    """Decoding alone with each FFmpeg threading setting: CPU and wall time per frame."""
+    sys.path.insert(0, args.code)
+    from streamseg.media import VideoInput
+
+    out = {}
+    for label, threads in (("FFmpeg default (slice)", None), ("1 thread", 1), ("auto (frame + slice)", 0)):
+        video = VideoInput(args.clip, threads=threads)
+        t, c, n = time.perf_counter(), time.process_time(), 0
+        for _ in video.frames(native=True):
+            n += 1
+            if n >= args.frames:
+                break
+        out[label] = {"cpu_ms": 1000 * (time.process_time() - c) / n, "wall_ms": 1000 * (time.perf_counter() - t) / n}
+        video.close()
+    return out
+
+
 def child_stages(args: argparse.Namespace) -> dict[str, Any]:
     """CPU per frame of each stage alone, one thread, as the pipeline's current code does it."""
     sys.path.insert(0, args.code)
@@ -180,7 +198,7 @@ def med(xs: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--child", choices=["pipeline", "stages"])
+    ap.add_argument("--child", choices=["pipeline", "stages", "decode"])
     ap.add_argument("--code", default=str(REPO))
     ap.add_argument("--clip")
     ap.add_argument("--streams", type=int, default=1)
@@ -194,7 +212,7 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "streamseg-bench-clips")
     args = ap.parse_args()
     if args.child:
-        fn = child_pipeline if args.child == "pipeline" else child_stages
+        fn = {"pipeline": child_pipeline, "stages": child_stages, "decode": child_decode}[args.child]
         print(json.dumps(fn(args)))
         return 0
 
@@ -243,13 +261,29 @@ def main() -> int:
                 f"scaling {size} x{n}: {best['fps']:.1f} fps {best['cpu_ms']:.2f} ms CPU/frame W {w_by_size[size]:.2f}"
             )
 
-    report = render_report(args, runs, w_runs, scaling, cores, time.perf_counter() - started)
+    decode = [run_child("decode", REPO, clip=hd, frames=150) for _ in range(args.rounds)]
+    report = render_report(args, runs, w_runs, scaling, decode, cores, time.perf_counter() - started)
     if args.out:
-        args.out.write_text(report)
+        write_section(args.out, report)
         print(f"wrote {args.out}")
     else:
         print(report)
     return 0
+
+
+START, END = "<!-- throughput.py: start -->", "<!-- throughput.py: end -->"
+
+
+def write_section(path: Path, report: str) -> None:
+    """Replace this benchmark's section of ``path`` (between its markers), or append it."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{START}\n{report}{END}\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block if text else block
+    path.write_text(text)
 
 
 def render_report(
@@ -257,13 +291,14 @@ def render_report(
     runs: dict[tuple[str, str], list[dict[str, Any]]],
     w_runs: dict[str, list[dict[str, Any]]],
     scaling: list[tuple[str, int, dict[str, Any], float]],
+    decode: list[dict[str, Any]],
     cores: int,
     seconds: float,
 ) -> str:
     cmd = "benchmarks/throughput.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Throughput: before and after, and scaling",
+        "## Throughput: before and after, and scaling",
         "",
         f"Generated {now} by `.venv/bin/python {cmd}` ({seconds:.0f} s), {cores} cores.",
         "",
@@ -274,7 +309,7 @@ def render_report(
         "streams / wall time (start-up included); CPU = process CPU time (all threads) per frame. "
         f"{args.rounds} rounds, the kinds interleaved within each round; medians.",
         "",
-        "## 1920x1080, 2 streams",
+        "### 1920x1080, 2 streams",
         "",
         "| code | outputs | fps | CPU ms / frame | fps runs | CPU runs |",
         "|---|---|---:|---:|---|---|",
@@ -322,7 +357,7 @@ def render_report(
         )
     lines += [
         "",
-        "## Scaling (current code, video + JSONL)",
+        "### Scaling (current code, video + JSONL)",
         "",
         "Efficiency = fps / (cores / W), W measured for that size in this run (median of 2); fps and CPU: "
         "median of 2 runs.",
@@ -335,6 +370,17 @@ def render_report(
         lines.append(
             f"| {size} | {n} | {best['fps']:.1f} | {best['cpu_ms']:.2f} | {w:.2f} | {best['fps'] / ideal:.2f} |"
         )
+    lines += [
+        "",
+        "### Decoder threads (1080p, decoding alone, I420 out)",
+        "",
+        "| FFmpeg threading | CPU ms / frame | wall ms / frame |",
+        "|---|---:|---:|",
+    ]
+    for label in decode[0]:
+        cpu = med([d[label]["cpu_ms"] for d in decode])
+        wall = med([d[label]["wall_ms"] for d in decode])
+        lines.append(f"| {label} | {cpu:.2f} | {wall:.2f} |")
     return "\n".join(lines) + "\n"
 
 
