@@ -63,6 +63,7 @@ test: system-deps venv triton-venv samples lint unit
 
 bench: venv samples
 	$(BIN)/python benchmarks/run.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/throughput.py --out docs/benchmarks.md
 
 # The CPU image (deploy/docker/Dockerfile): wheels built here (the image's Python is CPython 3.11),
 # installed in the image with no index. See docs/deploy.md.

@@ -660,6 +660,11 @@ def main() -> int:
     text = report(command, stages, e2e, hd, args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        # benchmarks/throughput.py keeps its own section of the same file: carried over unchanged
+        old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+        start, end = "<!-- throughput.py: start -->", "<!-- throughput.py: end -->"
+        if start in old and end in old:
+            text = text.rstrip("\n") + "\n\n" + start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n"
         args.out.write_text(text, encoding="utf-8")
         log(f"wrote {args.out} in {args.elapsed:.0f} s")
     else:
