@@ -43,7 +43,11 @@ wheelhouse() {
 try: print(m.version(sys.argv[1]))
 except m.PackageNotFoundError: pass" "$name")
         fi
-        if [[ -n "$v" ]]; then pins+=("$name==$v"); elif [[ "$name" == av ]]; then pins+=("av<19"); else pins+=("$name"); fi
+        case "$name" in  # pyproject's bounds where .venv has no version
+            av) [[ -n "$v" ]] || v="<19" ;;
+            PyNvVideoCodec) [[ -n "$v" ]] || v="<2.3" ;;
+        esac
+        if [[ -z "$v" ]]; then pins+=("$name"); elif [[ "$v" == "<"* ]]; then pins+=("$name$v"); else pins+=("$name==$v"); fi
     done
     echo "gpu-check: downloading ${pins[*]} for CPython $pyver (manylinux x86_64)"
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
@@ -97,7 +101,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
 SITE=${GPU_CHECK_SITE:-${TMPDIR:-/tmp}/streamseg-gpu-site-cp$PYVER}
-export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# The checkout first: PyNvVideoCodec's wheel puts top-level folders named samples/ and benchmarks/ in SITE.
+export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 missing() {
@@ -143,61 +148,14 @@ TEST_CMD=(timeout 270 "$PY" -m pytest -q -rs -p no:cacheprovider -m "gpu or tens
 set +e
 "${TEST_CMD[@]}" 2>&1 | tee "$WORK/tests.log"
 TEST_RC=${PIPESTATUS[0]}
-BENCH_CMD=(timeout 170 "$PY" benchmarks/gpu.py --seconds 6 --max-streams 32 --out "$WORK/bench.md")
+BENCH_CMD=(timeout 170 "$PY" benchmarks/gpu.py --seconds 6 --max-streams 32 --out "$WORK/bench.md")  # tools/gpu_record.py names it
 "${BENCH_CMD[@]}"
 BENCH_RC=$?
 set -e
 
-"$PY" - "$WORK" "$TEST_RC" "$BENCH_RC" "$((SECONDS - START))" "${FILES[*]}" >>"$DOC" <<'EOF'
-import datetime, importlib.metadata as md, platform, subprocess, sys
-from pathlib import Path
-
-work, test_rc, bench_rc, seconds, files = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-
-def version(dist):
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "not installed"
-
-def run(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-smi = run("nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader").splitlines()
-gpu, _, driver = (smi[0] if smi else "unknown GPU, ").partition(", ")
-import torch
-trt = version("tensorrt") if version("tensorrt") != "not installed" else version("tensorrt-cu12")
-log = (work / "tests.log").read_text(errors="replace").splitlines()
-summary = next((l.strip("= ") for l in reversed(log) if " in " in l and ("passed" in l or "failed" in l or "skipped" in l or "error" in l)), "no summary line")
-skips = sorted({l.split(": ", 1)[1] for l in log if l.startswith("SKIPPED") and ": " in l})
-fails = [l for l in log if l.startswith(("FAILED", "ERROR"))]
-commit = run("git", "rev-parse", "--short", "HEAD") or "unknown"
-out = [
-    "",
-    f"## {datetime.date.today()} — gpu-check on {gpu}",
-    "",
-    f"`make gpu-check` (tools/gpu_check.sh) at commit {commit}, {seconds // 60} min {seconds % 60} s. GPU {gpu}, driver "
-    f"{driver or 'unknown'}; Python {platform.python_version()}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
-    f"TensorRT {trt}; PyNvVideoCodec {version('PyNvVideoCodec')}; PyAV {version('av')}.",
-    "",
-    f"Tests: `python -m pytest -m \"gpu or tensorrt\" {files}` (exit {test_rc}{', timed out' if test_rc == 124 else ''}): "
-    f"{summary}.",
-]
-out += [f"- {l}" for l in fails]
-if skips:
-    out += ["", "Skipped, with the reasons pytest gave:", ""] + [f"- {s}" for s in skips]
-out.append("")
-bench = work / "bench.md"
-if bench_rc == 0 and bench.exists():
-    out.append(bench.read_text().rstrip())
-else:
-    out.append(f"Benchmark `python benchmarks/gpu.py --seconds 6 --max-streams 32`: exit {bench_rc}"
-               f"{' (timed out)' if bench_rc == 124 else ''}; no figures.")
-print("\n".join(out))
-EOF
+# Written whole or not at all: a failing writer appends nothing.
+ENTRY=$("$PY" tools/gpu_record.py "$WORK" "$TEST_RC" "$BENCH_RC" "$((SECONDS - START))" "${FILES[@]}")
+printf '%s\n' "$ENTRY" >>"$DOC"
 echo "gpu-check: recorded in $DOC ($((SECONDS - START)) s; tests exit $TEST_RC, benchmark exit $BENCH_RC)"
 if [[ $TEST_RC -ne 0 || $BENCH_RC -ne 0 ]]; then
     exit 1
