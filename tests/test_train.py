@@ -180,3 +180,41 @@ def test_cli_train_eval_export(frames: Path, tmp_path: Path) -> None:
 def test_bad_dataset_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such folder"):
         train(_cfg(tmp_path / "missing", tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("semi", ["souly", "hung"])
+def test_cli_semi_supervised_on_real_frames(frames: Path, tmp_path: Path, semi: str) -> None:
+    """2 labelled street frames + the 3 others without masks, through the CLI; the export is K-class."""
+    labelled, unlabelled = tmp_path / "labelled", tmp_path / "unlabelled"
+    for d in ("JPEGImages", "SegmentationClassPNG"):
+        (labelled / d).mkdir(parents=True)
+    unlabelled.mkdir()
+    (labelled / "class_names.txt").write_text((frames / "class_names.txt").read_text())
+    for i, image in enumerate(sorted((frames / "JPEGImages").glob("*.jpg"))):
+        if i < 2:
+            (labelled / "JPEGImages" / image.name).symlink_to(image)
+            mask = frames / "SegmentationClassPNG" / f"{image.stem}.png"
+            (labelled / "SegmentationClassPNG" / mask.name).symlink_to(mask)
+        else:
+            (unlabelled / image.name).symlink_to(image)
+    out = tmp_path / "run"
+    args = ["enet", "--data", str(labelled), "--unlabeled", str(unlabelled), "--semi", semi, "--out", str(out)]
+    args += ["--epochs", "2", "--size", "64x112", "--batch-size", "2"]
+    r = subprocess.run([sys.executable, "-m", "streamseg", "train", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "trained enet" in r.stdout
+    state = read_checkpoint(out / "last.pt")
+    assert state["meta"]["num_classes"] == 3 and state["epoch"] == 2 and "semi" in state
+    r = subprocess.run(
+        [sys.executable, "-m", "streamseg", "export", str(out / "last.pt"), "--out", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (labels,) = session.run(None, {"input": np.zeros((1, 3, 64, 112), np.float32)})
+    assert labels.shape == (1, 64, 112) and labels.max() < 3
