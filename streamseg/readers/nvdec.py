@@ -201,7 +201,9 @@ class NvdecReader:
             last = None
             for packet in self._demuxer:  # the last packet is empty and flushes the decoder
                 for decoded in self._decoder.Decode(packet):
-                    tensor = self._torch.from_dlpack(decoded).clone()  # type: ignore[attr-defined]
+                    # a contiguous copy: the surface has the decoder's pitch, and the decoder reuses it
+                    surface = self._torch.from_dlpack(decoded)  # type: ignore[attr-defined]
+                    tensor = surface.clone(memory_format=self._torch.contiguous_format)
                     if tensor.dtype != self._torch.uint8 or tensor.ndim != 2:
                         raise SourceError(
                             f"{redact(self._target)}: NVDEC gave a {tensor.dtype} {tuple(tensor.shape)} surface; "
