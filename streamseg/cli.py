@@ -265,6 +265,7 @@ def _within(flag: str, value: float, low: float, high: float) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .maskap import MaskAP
     from .train import TrainConfig, train
 
     options: dict[str, object] = {}
@@ -313,6 +314,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         image_labelled=args.image_labelled,
     )
     result = train(cfg)
+    if isinstance(result, MaskAP):
+        print(
+            f"trained {args.network}: checkpoint {Path(args.out) / 'last.pt'}; on the training data: "
+            f"mask AP {result.ap:.4f}, AP50 {result.ap50:.4f}, AP75 {result.ap75:.4f}"
+        )
+        return 0
     print(
         f"trained {args.network}: checkpoint {Path(args.out) / 'last.pt'}; on the training data: "
         f"pixel acc {result.pixel_accuracy:.4f}, mean acc {result.mean_accuracy:.4f}, "

@@ -48,10 +48,36 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    name: str = Field(description="graph output name")
-    kind: Literal["logits", "probabilities", "class_map"] = Field(
-        description="per-class scores (N,C,H,W) / (N,H,W,C), or class indices (N,H,W)"
+    name: str = Field(description="graph output name (for kind instances: the masks output)")
+    kind: Literal["logits", "probabilities", "class_map", "instances"] = Field(
+        description="per-class scores (N,C,H,W) / (N,H,W,C), class indices (N,H,W), or instances: "
+        "boxes (K,4), labels (K,), scores (K,) and masks (K,1,H,W) of one image (Mask R-CNN)"
     )
+    boxes: str | None = Field(None, description="kind instances: graph output of boxes x1,y1,x2,y2 in input pixels")
+    labels: str | None = Field(None, description="kind instances: graph output of class indices (0: background)")
+    scores: str | None = Field(None, description="kind instances: graph output of detection scores")
+    score_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="kind instances: detections scoring below this are dropped"
+    )
+    mask_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="kind instances: mask probability from which a pixel is the object's"
+    )
+
+    @model_validator(mode="after")
+    def _instance_outputs(self) -> OutputSpec:
+        named = {k: getattr(self, k) for k in ("boxes", "labels", "scores")}
+        if self.kind == "instances":
+            missing = [k for k, v in named.items() if not v]
+            if missing:
+                raise ValueError(f"kind instances needs the graph's output names for {', '.join(missing)}")
+            if len({self.name, *named.values()}) != 4:
+                raise ValueError(
+                    "kind instances: name (masks), boxes, labels and scores must be four different outputs"
+                )
+        elif any(named.values()):
+            given = ", ".join(k for k, v in named.items() if v)
+            raise ValueError(f"{given}: only for kind instances (this output is {self.kind})")
+        return self
 
 
 class ClassSpec(_Strict):
@@ -237,6 +263,9 @@ def check_io(model: LoadedModel, inputs: list[TensorInfo], outputs: list[TensorI
         raise ModelError(f"{where}: input: graph input '{got.name}' is {got.dtype}, expected float32")
 
     outs = {t.name: t for t in outputs}
+    if c.output.kind == "instances":
+        _check_instance_outputs(model, outs, got)
+        return
     if c.output.name not in outs:
         raise ModelError(f"{where}: output.name: graph has no output '{c.output.name}' (has {sorted(outs)})")
     out = outs[c.output.name]
@@ -260,6 +289,35 @@ def check_io(model: LoadedModel, inputs: list[TensorInfo], outputs: list[TensorI
             raise ModelError(
                 f"{where}: output: kind {c.output.kind} with {n} classes needs a float "
                 f"{_fmt(chw)} output, graph output '{out.name}' is {out.dtype} {_fmt(out.shape)}"
+            )
+
+
+def _check_instance_outputs(model: LoadedModel, outs: dict[str, TensorInfo], graph_input: TensorInfo) -> None:
+    """An instance graph: one image in (batch 1), boxes (K,4), labels (K,), scores (K,) and masks
+    (K,1,H,W) at the input size out, each by the name the sidecar gives."""
+    c, where = model.contract, model.sidecar
+    o = c.output
+    if graph_input.shape[0] not in (None, 1):
+        raise ModelError(
+            f"{where}: input: an instance graph takes one image, graph input has batch {graph_input.shape[0]}"
+        )
+    h, w = c.input.height, c.input.width
+    wanted = (  # key, output name, rank, dtypes, fixed dims
+        ("name", o.name, 4, ("float32", "float16"), {1: 1, 2: h, 3: w}),
+        ("boxes", o.boxes, 2, ("float32", "float16"), {1: 4}),
+        ("labels", o.labels, 1, ("int64", "int32"), {}),
+        ("scores", o.scores, 1, ("float32", "float16"), {}),
+    )
+    for key, name, rank, dtypes, fixed in wanted:
+        if name not in outs:
+            raise ModelError(f"{where}: output.{key}: graph has no output '{name}' (has {sorted(outs)})")
+        t = outs[name]
+        bad_dims = any(t.shape[i] is not None and t.shape[i] != d for i, d in fixed.items() if i < len(t.shape))
+        if len(t.shape) != rank or t.dtype not in dtypes or bad_dims:
+            want = ["K", *(str(fixed.get(i, "?")) for i in range(1, rank))]
+            raise ModelError(
+                f"{where}: output.{key}: instance output '{name}' must be {dtypes[0]} ({','.join(want)}), "
+                f"graph has {t.dtype} {_fmt(t.shape)}"
             )
 
 

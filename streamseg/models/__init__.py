@@ -2,8 +2,9 @@
 
 The table below is the registry: explicit, filled by nobody at import time, and importing this
 package does not import torch (``build`` does, through ``streamseg.models._torch``).
-Every network maps a float (N, 3, H, W) batch to logits (N, num_classes, H, W) at the input size
-(the paper U-Net: 572 -> 388, as published). Networks with an auxiliary head return
+Every semantic network maps a float (N, 3, H, W) batch to logits (N, num_classes, H, W) at the input
+size (the paper U-Net: 572 -> 388, as published); Mask R-CNN (``task="instances"``) is torchvision's
+detection model (lists of images in, boxes, labels, scores and masks out). Networks with an auxiliary head return
 ``(main, aux)`` in training mode and ``main`` in eval mode.
 """
 
@@ -31,6 +32,7 @@ class NetworkInfo:
     input_size: tuple[int, int]  # (H, W) used for export and FLOPs by default
     fixed_input: bool = False  # True when the graph only works at input_size (adaptive pooling)
     backbone: str | None = None  # torchvision state-dict format accepted by `pretrained_backbone`
+    task: str = "semantic"  # "semantic": logits per pixel; "instances": torchvision detection (Mask R-CNN)
 
 
 NETWORKS: dict[str, NetworkInfo] = {
@@ -145,6 +147,17 @@ NETWORKS: dict[str, NetworkInfo] = {
             21,
             (320, 320),
             backbone="vgg16",
+        ),
+        NetworkInfo(
+            "maskrcnn",
+            "maskrcnn",
+            "maskrcnn",
+            "He, Gkioxari, Dollar, Girshick. Mask R-CNN. ICCV 2017 (torchvision's ResNet-50-FPN implementation)",
+            44.4,
+            91,
+            (800, 1333),
+            backbone="resnet50",
+            task="instances",
         ),
     )
 }

@@ -14,11 +14,24 @@ from typing import Any
 
 from ..contract import InputSpec
 from ..errors import ModelError
-from . import build
+from . import build, network_info
 from ._torch import nn, torch
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale, RGB
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+# The outputs of an exported instance network (streamseg.models.maskrcnn.ExportWrapper), as the
+# contract names them; ``name`` is the masks output.
+INSTANCE_OUTPUT: dict[str, Any] = {
+    "name": "masks",
+    "kind": "instances",
+    "boxes": "boxes",
+    "labels": "labels",
+    "scores": "scores",
+    "score_threshold": 0.5,
+    "mask_threshold": 0.5,
+}
 
 
 @dataclass
@@ -85,7 +98,9 @@ def sidecar_dict(
             "mean": list(meta.mean),
             "std": list(meta.std),
         },
-        "output": {"name": "classmap" if output_kind == "class_map" else "logits", "kind": output_kind},
+        "output": INSTANCE_OUTPUT
+        if network_info(meta.network).task == "instances"
+        else {"name": "classmap" if output_kind == "class_map" else "logits", "kind": output_kind},
         "classes": [{"name": n, "color": list(c)} for n, c in zip(meta.class_names, meta.class_colors, strict=True)],
         "source": meta.source,
         "license": "",
