@@ -18,7 +18,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	# torch 2.13.0's CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0  # torchvision pinned to this torch, or pip upgrades torch
 	$(BIN)/pip install -q -e '.[dev,bench,train]'
 	touch $(STAMP)
 

@@ -302,7 +302,8 @@ def _check_instance_outputs(model: LoadedModel, outs: dict[str, TensorInfo], gra
             f"{where}: input: an instance graph takes one image, graph input has batch {graph_input.shape[0]}"
         )
     h, w = c.input.height, c.input.width
-    wanted = (  # key, output name, rank, dtypes, fixed dims
+    wanted: tuple[tuple[str, str | None, int, tuple[str, ...], dict[int, int]], ...] = (
+        # key, output name, rank, dtypes, fixed dims
         ("name", o.name, 4, ("float32", "float16"), {1: 1, 2: h, 3: w}),
         ("boxes", o.boxes, 2, ("float32", "float16"), {1: 4}),
         ("labels", o.labels, 1, ("int64", "int32"), {}),
