@@ -3,6 +3,8 @@ colour-space rounding (streamseg.yuv)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -67,8 +69,9 @@ def test_model_input_from_i420_equals_bgr_path_within_rounding(spec: InputSpec) 
     want = preprocess([i420_to_bgr(data)], spec)
     levels = np.abs(got - want) * np.asarray(spec.std, np.float32).reshape((3, 1, 1) if spec.layout == "NCHW" else (3,))
     assert got.shape == want.shape
-    # chroma is resampled from its own half-resolution plane instead of nearest-upsampled first
-    assert levels.max() <= 10.0 and levels.mean() < 1.5, (levels.max(), levels.mean())
+    # rounding in a different order (planes resized, then converted); chroma sampled where the BGR
+    # path's resize reads OpenCV's nearest-upsampled chroma
+    assert levels.max() <= 4.0 and levels.mean() < 0.6, (levels.max(), levels.mean())
 
 
 def test_mixed_batch_of_bgr_and_i420_frames() -> None:
@@ -77,7 +80,7 @@ def test_mixed_batch_of_bgr_and_i420_frames() -> None:
     frames = [Frame("a", 0, 0.0, 0.0, 0.0, data, "yuv420p"), Frame("b", 0, 0.0, 0.0, 0.0, bgr)]
     got = preprocess_frames(frames, SPEC)
     assert np.allclose(got[1], preprocess([bgr], SPEC)[0], atol=1e-4)
-    assert np.abs(got[0] - got[1]).max() * 58 <= 10.0
+    assert np.abs(got[0] - got[1]).max() * 58 <= 4.0
 
 
 def test_frame_rejects_a_bad_i420_array() -> None:
@@ -147,3 +150,28 @@ def test_zones_on_i420_look_like_zones_on_bgr() -> None:
     changed = np.abs(want.astype(int) - i420_to_bgr(data).astype(int)).max(axis=2) > 30
     assert changed.sum() > 500  # the outlines are there at all
     assert np.percentile(d[changed], 99) <= 3 and d.max() <= 6, (np.percentile(d[changed], 99), d.max())
+
+
+def test_bundled_model_labels_from_i420_agree_with_the_bgr_path(bikes: Path) -> None:
+    """On the bundled clip, through the bundled model: what the I420 path changes in the labels is
+    the model's own sensitivity to rounding, a few boundary pixels (measured: 99.9 % agree)."""
+    av = pytest.importorskip("av")
+    from streamseg.backends import select_backend
+    from streamseg.contract import load_model
+    from streamseg.postprocess import to_class_maps
+
+    model = load_model("selfie_landscape")
+    c = model.contract
+    agree = []
+    with select_backend("onnxruntime", [], model, "cpu", 1, 1) as backend, av.open(str(bikes)) as video:
+        for i, f in enumerate(video.decode(video=0)):
+            if i % 10:
+                continue
+            data = f.to_ndarray(format="yuv420p")
+            got = to_class_maps(
+                backend.infer(preprocess_frames([Frame("s", i, 0.0, 0.0, 0.0, data, "yuv420p")], c.input)), c
+            )
+            want = to_class_maps(backend.infer(preprocess([i420_to_bgr(data)], c.input)), c)
+            agree.append(float((got == want).mean()))
+    assert len(agree) == 25
+    assert np.mean(agree) >= 0.998 and min(agree) >= 0.99, (np.mean(agree), min(agree))

@@ -106,14 +106,21 @@ http: {{port: 0}}
         pngs = sorted((tmp_path / "raw" / stream).glob("*.png"))
         assert len(pngs) == frames
 
-    # the JSONL ratios equal the model's class map counted independently
+    # the JSONL ratios are the model's class map counted independently, from the raw frame converted
+    # to BGR. The pipeline resizes the decoder's I420 planes instead (streamseg.yuv), the same picture
+    # up to rounding (mean 0.3 levels, at most a few), and this model flips boundary labels on that:
+    # over the bundled clip's 250 frames the person area moved by 0.0009 on average, 0.016 at most.
     model = load_model("selfie_landscape")
     session = ort.InferenceSession(str(model.onnx_path), providers=["CPUExecutionProvider"])
     persons = 0.0
+    diffs = []
     for r in records:
         png = tmp_path / "raw" / r["stream"] / f"{r['frame']:06d}.png"
-        assert r["class_area_ratio"] == _independent_ratios(png, session), png
+        want = _independent_ratios(png, session)
+        assert r["class_area_ratio"].keys() == want.keys(), png
+        diffs += [abs(r["class_area_ratio"][k] - want[k]) for k in want]
         persons += r["class_area_ratio"]["person"]
+    assert max(diffs) <= 0.03 and sum(diffs) / len(diffs) <= 0.004, (max(diffs), sum(diffs) / len(diffs))
     assert persons > 0, "the clip has a cyclist: some frames must show a person"
 
     # /metrics over HTTP holds the right series, and promtool accepts the exposition
