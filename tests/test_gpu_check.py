@@ -95,7 +95,10 @@ def test_the_record_holds_what_pytest_and_the_benchmark_said(tmp_path: Path) -> 
     assert summary.startswith('Tests: `python -m pytest -m "gpu or tensorrt" tests/test_encoders.py` (exit 0): ')
     assert "1 skipped" in summary and "deselected" in summary
     assert "- no NVENC here: " in text  # the skip reason, as pytest gave it
-    assert lines[-1] == "Benchmark `python benchmarks/gpu.py --seconds 6 --max-streams 32`: exit 1; no figures."
+    assert (
+        lines[-1]
+        == "Benchmark `python benchmarks/gpu.py --seconds 6 --max-streams 32 --budget 150`: exit 1; no figures."
+    )
     (tmp_path / "bench.md").write_text("### Benchmark\n\n| a | b |\n")
     assert record(0).endswith("\n### Benchmark\n\n| a | b |\n")
     assert record(124).splitlines()[-1].endswith("exit 124 (timed out); no figures.")

@@ -148,7 +148,7 @@ TEST_CMD=(timeout 270 "$PY" -m pytest -q -rs -p no:cacheprovider -m "gpu or tens
 set +e
 "${TEST_CMD[@]}" 2>&1 | tee "$WORK/tests.log"
 TEST_RC=${PIPESTATUS[0]}
-BENCH_CMD=(timeout 170 "$PY" benchmarks/gpu.py --seconds 6 --max-streams 32 --out "$WORK/bench.md")  # tools/gpu_record.py names it
+BENCH_CMD=(timeout 170 "$PY" benchmarks/gpu.py --seconds 6 --max-streams 32 --budget 150 --out "$WORK/bench.md")  # tools/gpu_record.py names it
 "${BENCH_CMD[@]}"
 BENCH_RC=$?
 set -e
