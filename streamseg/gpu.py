@@ -7,8 +7,10 @@ nearest upscale, alpha blend through the painted mask). Labels match exactly (th
 nearest-neighbour indices are OpenCV's own, from ``postprocess.nearest_index``); overlay pixels
 match within 1 (float32 vs OpenCV's fixed-point arithmetic). ``TorchStage`` puts them behind the
 stage interface (``streamseg.stages``): a frame crosses the bus once each way, the uint8 frame
-(BGR or I420) up, the uint8 overlay down, plus the small class maps. torch comes through
-``streamseg.models._torch``.
+(BGR or I420) up, the uint8 overlay down, plus the small class maps. A frame NVDEC decoded
+(pixel format "nv12_device") is already on the GPU: ``nv12_to_bgr`` converts it there (OpenCV's
+NV12 arithmetic, equal to ``i420_to_bgr`` of the same planes) and it never goes up. torch comes
+through ``streamseg.models._torch``.
 """
 
 from __future__ import annotations
@@ -51,10 +53,26 @@ def i420_to_bgr(data: Tensor) -> Tensor:
     ``cv2.cvtColor(data, cv2.COLOR_YUV2BGR_I420)``: each 2x2 block of luma shares its chroma sample."""
     rows, w = data.shape
     h = rows * 2 // 3
-    x = data.to(torch.int32)
-    y = (x[:h] - 16).clamp_(min=0) * _CY + (1 << (_SHIFT - 1))  # the rounding half, as OpenCV adds it
-    chroma = x[h:].reshape(2, h // 2, w // 2) - 128  # U plane, then V plane
-    u, v = (c.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) for c in chroma)
+    u, v = data[h:].reshape(2, h // 2, w // 2)  # U plane, then V plane
+    return _yuv420_to_bgr(data[:h], u, v)
+
+
+def nv12_to_bgr(data: Tensor) -> Tensor:
+    """NV12 (H * 3 / 2, W) uint8, NVDEC's surface layout (luma, then U and V interleaved) -> BGR
+    (H, W, 3) uint8 on the same device, equal to ``cv2.cvtColor(data, cv2.COLOR_YUV2BGR_NV12)`` and
+    so to ``i420_to_bgr`` of the same planes: NVDEC frames and decoded I420 give the model one input."""
+    rows, w = data.shape
+    h = rows * 2 // 3
+    uv = data[h:].reshape(h // 2, w // 2, 2)
+    return _yuv420_to_bgr(data[:h], uv[..., 0], uv[..., 1])
+
+
+def _yuv420_to_bgr(luma: Tensor, u_plane: Tensor, v_plane: Tensor) -> Tensor:
+    """OpenCV's YUV 4:2:0 -> BGR in its integer arithmetic: (H, W) luma, (H/2, W/2) chroma planes."""
+    y = (luma.to(torch.int32) - 16).clamp_(min=0) * _CY + (1 << (_SHIFT - 1))  # the rounding half, as OpenCV adds it
+    u, v = (
+        (c.to(torch.int32) - 128).repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) for c in (u_plane, v_plane)
+    )
     b = y + _CUB * u
     g = y + _CVG * v + _CUG * u
     r = y + _CVR * v
@@ -93,13 +111,28 @@ def blend(frame: Tensor, class_map: Tensor, palette: Palette, alpha: float) -> T
     return torch.where(painted, mixed, frame)
 
 
+def device_tensor(frame: Frame) -> Tensor:
+    """A device frame's picture as a torch tensor: the tensor itself, or (another DLPack producer,
+    a CuPy array) a zero-copy view of it."""
+    image = frame.image
+    if isinstance(image, torch.Tensor):
+        return image
+    if not hasattr(image, "__dlpack__"):
+        raise BackendError(
+            f"frame {frame.stream}#{frame.index}: a device picture must be a torch tensor or support DLPack, "
+            f"got {type(image).__name__}"
+        )
+    return torch.from_dlpack(image)  # type: ignore[attr-defined]
+
+
 def to_numpy(t: Tensor) -> np.ndarray[Any, Any]:
     return np.asarray(t.detach().cpu().numpy())
 
 
 class TorchStage(Stage[Tensor]):
-    """The stage for a backend that takes torch tensors on ``device``: frames are uploaded once
-    (pinned, asynchronous; I420 frames converted to BGR there), preprocessed, and after ``infer``
+    """The stage for a backend that takes torch tensors on ``device``: host frames are uploaded once
+    (pinned, asynchronous; I420 frames converted to BGR there), NVDEC's device frames are converted
+    where they are, all are preprocessed, and after ``infer``
     the class maps, histograms and blend are computed where the output already is.
 
     The uploaded frames of the batch last preprocessed are kept for its postprocess (the blend
@@ -124,12 +157,21 @@ class TorchStage(Stage[Tensor]):
     def description(self) -> str:
         return str(self.device)
 
+    @property
+    def takes_device_frames(self) -> bool:
+        return True
+
     def upload(self, frames: Sequence[Frame]) -> list[Tensor]:
-        """Each frame as a BGR uint8 (H, W, 3) tensor on the device."""
+        """Each frame as a BGR uint8 (H, W, 3) tensor on the device: host frames copied up, device
+        (NVDEC) frames converted where they are, with no trip through host memory."""
         pin = self.device.type == "cuda"  # pinned memory makes the copy asynchronous
         out = []
         for f in frames:
-            host = torch.from_numpy(f.image)
+            if f.on_device:
+                # already there when NVDEC decoded on this GPU (.to is then a no-op); NV12 -> BGR there
+                out.append(nv12_to_bgr(device_tensor(f).to(self.device, non_blocking=True)))
+                continue
+            host = torch.from_numpy(f.host_image())
             t = (host.pin_memory() if pin else host).to(self.device, non_blocking=True)
             out.append(i420_to_bgr(t) if f.pixel_format == "yuv420p" else t)
         return out

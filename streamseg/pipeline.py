@@ -120,7 +120,8 @@ class StreamWorker:
         ov = self.cfg.overlay
         while (result := self.queue.get()) is not None:
             frame = result.frame
-            raw = Picture.of(frame)  # before the overlay is drawn into the frame
+            # before the overlay is drawn into the frame; a device frame's is downloaded on first use only
+            raw = Picture.of(frame)
             for i, sink in enumerate(self.sinks):
                 if sink.wants_raw and i not in self._disabled:
                     self._write(i, sink, result, raw)
@@ -130,10 +131,11 @@ class StreamWorker:
                     draw_legend(result.overlay, self.palette, result.area_ratio)
                 picture = Picture(result.overlay, "bgr24")
             elif wants_overlay:
-                # in the frame's own pixel format: decoded video stays I420 on its way to the encoder
+                # in the frame's own pixel format: decoded video stays I420 on its way to the encoder;
+                # a frame still on the GPU (NVDEC, the stage did not blend) is drawn on its host copy
                 start = time.perf_counter()
                 image = render(
-                    frame.image,
+                    raw.data,
                     result.class_map,
                     self.palette,
                     ov.mode,
@@ -141,9 +143,9 @@ class StreamWorker:
                     result.area_ratio,
                     ov.legend,
                     self._scratch,
-                    frame.pixel_format,
+                    raw.pixel_format,
                 )
-                picture = Picture(image, frame.pixel_format)
+                picture = Picture(image, raw.pixel_format)
                 self._overlay_hist.observe(time.perf_counter() - start)
             if picture is not None and self._zone_outlines:
                 draw_zone_outlines(picture, self._zone_outlines, ov.mode == "side-by-side")
@@ -187,6 +189,7 @@ class Pipeline:
         self.http: HttpServer | None = None
         self.ready = threading.Event()  # set once every stage runs (tests wait on it)
         self.backend_description = ""
+        self._gpu_stage = False  # the backend's stage takes device frames (set by run())
         # Per stream, replaced whole (never edited) by add/remove: readers of a snapshot need no lock.
         self._sources: list[Source] = []
         self._trackers: dict[str, StreamTracker] = {}
@@ -236,7 +239,9 @@ class Pipeline:
             if self.shard.sharded:
                 names = ", ".join(s.name for s in mine) or "none (idle: serving /metrics and /healthz)"
                 log.info("shard %s: %d of %d stream(s): %s", self.shard, len(mine), len(cfg.sources), names)
-            sources = [Source(s, m, self.max_frames) for s in mine]
+            # NVDEC frames stay on the GPU only for a stage that takes them there (choose_decoder)
+            self._gpu_stage = backend.stage().takes_device_frames
+            sources = [Source(s, m, self.max_frames, self._gpu_stage) for s in mine]
             for s in sources:
                 m.add_stream(s.name, c.class_names)
             for sc in mine:
@@ -464,7 +469,7 @@ class Pipeline:
         if batcher is None or self.stop_event.is_set() or self._loop_ended.is_set():
             raise StreamChangeError("the pipeline is not running", 503)
         meter = ZoneMeter(sc.zones, c.num_classes, sc.homography) if sc.zones else None
-        source = Source(sc, m, self.max_frames)
+        source = Source(sc, m, self.max_frames, self._gpu_stage)
         before = (self._sources, self._zone_meters, self._trackers, self._workers, self.cfg)
         worker: StreamWorker | None = None
         try:

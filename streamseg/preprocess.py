@@ -48,16 +48,17 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec, out: np.ndarray | 
 
 
 def preprocess_frames(frames: Sequence[Frame], spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """``preprocess`` for frames in either pixel format. I420 frames are resized plane by plane and
+    """``preprocess`` for frames in any pixel format. I420 frames are resized plane by plane and
     converted at model resolution, never to a full-resolution BGR copy; the tensor equals the BGR
     path's up to rounding and chroma resampling (tests/test_yuv.py)."""
     if all(f.pixel_format == "bgr24" for f in frames):
-        return preprocess([f.image for f in frames], spec, out)
-    # resized and in the model's channel order already: preprocess only normalizes them
+        return preprocess([f.host_image() for f in frames], spec, out)
+    # resized and in the model's channel order already: preprocess only normalizes them (a device
+    # frame is taken from its host copy, downloaded as I420)
     small = [
-        resize_to_rgb(f.image, spec.width, spec.height, spec.color == "RGB")
-        if f.pixel_format == "yuv420p"
-        else _resized_in_order(f.image, spec)
+        resize_to_rgb(f.host_image(), spec.width, spec.height, spec.color == "RGB")
+        if f.host_format == "yuv420p"
+        else _resized_in_order(f.host_image(), spec)
         for f in frames
     ]
     return preprocess(small, spec.model_copy(update={"color": "BGR"}), out)

@@ -13,14 +13,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .config import SourceConfig
 from .errors import SourceError
-from .frames import Frame, pixel_format_of
+from .frames import Frame, Image, pixel_format_of
 from .media import describe_error
 from .metrics import Metrics
-from .readers import GST_KINDS, NVDEC_KINDS, READERS, Reader, choose_decoder, open_nvdec
+from .readers import GST_KINDS, NVDEC_KINDS, READERS, DeviceReader, Reader, choose_decoder, open_nvdec
 from .uri import parse_source_uri, password_of, scrub
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,14 @@ class Source:
         self._secrets = [p for p in [password_of(cfg.uri)] if p]
         # NVDEC or software, decided once per stream (gpu_stage: the processing stage takes GPU frames)
         self.decoder = choose_decoder(cfg, gpu_stage)
+        # NVDEC's frames stay on the GPU (torch NV12 tensors) when the stage takes them there; for a
+        # CPU stage the reader copies each one to the host as I420 (decoder: nvdec asked by name)
+        self.device_frames = self.decoder.name == "nvdec" and gpu_stage
         if self.uri.kind in NVDEC_KINDS:
-            log.info("stream %s: decoder %s (%s)", self.name, self.decoder.name, self.decoder.reason)
+            where = ""
+            if self.decoder.name == "nvdec":
+                where = "; frames stay on the GPU" if self.device_frames else "; frames copied to the host"
+            log.info("stream %s: decoder %s (%s%s)", self.name, self.decoder.name, self.decoder.reason, where)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -330,6 +336,12 @@ class Source:
     def _done(self) -> bool:
         return self._stop.is_set() or (self.max_frames is not None and self.frames_read >= self.max_frames)
 
+    def _frames(self, reader: Reader) -> Iterator[tuple[Image, float | None]]:
+        """The reader's frames: on the device when it decodes there and the stage takes them, else on the host."""
+        if self.device_frames and isinstance(reader, DeviceReader):
+            return reader.device_frames()
+        return reader.frames()
+
     def _pump(self, reader: Reader) -> bool:
         """Read frames into the queue until the stream ends, fails or we stop; True if any came."""
         self.fps = reader.fps
@@ -343,7 +355,7 @@ class Source:
         clock.connect(self.fps)
         decode_hist = self.metrics.stage_seconds.labels("decode")
         last_frame = self.metrics.last_frame.labels(self.name)
-        it = reader.frames()
+        it = self._frames(reader)
         while not self._done():
             t0 = time.perf_counter()
             try:

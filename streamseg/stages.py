@@ -10,11 +10,16 @@ output (tests/test_stages.py).
 
 With temporal smoothing (``postprocess.temporal``) the class maps are smoothed per stream on the
 CPU, and the area ratios are those of the smoothed maps, whichever stage runs.
+
+Frames NVDEC decoded stay on the GPU (pixel format "nv12_device") only for a stage that says it
+takes them there (``takes_device_frames``, read by the pipeline before it opens the streams). The
+CPU stage still accepts them, downloading each one: correct, but a copy over the bus per frame.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -29,6 +34,8 @@ from .preprocess import preprocess_frames
 
 if TYPE_CHECKING:
     from .temporal import TemporalFilter
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")  # the stage's tensor: what preprocess makes, infer takes and returns, postprocess reads
 
@@ -78,6 +85,12 @@ class Stage(abc.ABC, Generic[T]):
     def description(self) -> str:
         """Where the stage runs, for the start-up log: 'cpu', 'cuda:0', ..."""
 
+    @property
+    def takes_device_frames(self) -> bool:
+        """Frames on a device (NVDEC's "nv12_device") go into ``preprocess`` without a trip through
+        host memory: sources hand them over as decoded. False: they would be downloaded here."""
+        return False
+
     @abc.abstractmethod
     def preprocess(self, frames: Sequence[Frame]) -> T:
         """The batch's input tensor: resized, channel-ordered, normalized and laid out as the
@@ -102,12 +115,22 @@ class CpuStage(Stage[np.ndarray]):
     """numpy and OpenCV on the host. The overlay is left to each stream's output worker, which
     draws it on its own thread, in parallel with the next batch."""
 
+    _told_download = False  # device frames were logged once
+
     @property
     def description(self) -> str:
         return "cpu"
 
     def preprocess(self, frames: Sequence[Frame]) -> np.ndarray:
-        # I420 frames are resized plane by plane and converted at model resolution, never to full-size BGR
+        if not self._told_download and any(f.on_device for f in frames):
+            self._told_download = True
+            log.warning(
+                "the CPU stage downloads each GPU-decoded frame (stream %s): correct but slow; "
+                "NVDEC pays off with a stage on the GPU",
+                next(f.stream for f in frames if f.on_device),
+            )
+        # I420 frames are resized plane by plane and converted at model resolution, never to full-size
+        # BGR; a device frame is downloaded once as I420 (Frame.host_image), and outputs reuse that copy
         return preprocess_frames(frames, self.contract.input)
 
     def postprocess(self, frames: Sequence[Frame], output: np.ndarray) -> list[Processed]:

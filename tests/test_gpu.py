@@ -102,6 +102,21 @@ def test_i420_to_bgr_is_opencvs(device: str, h: int, w: int) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("h", "w"), [(1080, 1920), (270, 482), (4, 2)])
+def test_nv12_to_bgr_is_opencvs_and_equals_the_i420_conversion(device: str, h: int, w: int) -> None:
+    """NVDEC's NV12 gives the BGR OpenCV gives, byte for byte, and the same as the I420 of the same
+    planes does (so a hardware-decoded frame feeds the model what a software-decoded one does).
+    270 rows: an odd number of chroma rows."""
+    i420 = np.random.default_rng(h).integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
+    i420[0, :2] = (0, 255)
+    u, v = i420[h:].reshape(2, h // 2, w // 2)
+    nv12 = np.concatenate([i420[:h], np.stack([u, v], axis=-1).reshape(h // 2, w)])
+    got = gpu.to_numpy(gpu.nv12_to_bgr(torch.from_numpy(nv12).to(device)))
+    assert got.dtype == np.uint8 and np.array_equal(got, cv2.cvtColor(nv12, cv2.COLOR_YUV2BGR_NV12))
+    assert np.array_equal(got, gpu.to_numpy(gpu.i420_to_bgr(torch.from_numpy(i420).to(device))))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_batch_counts_keep_each_frame_in_its_own_bins(device: str) -> None:
     labels = np.random.default_rng(2).integers(0, 5, (3, 36, 64), dtype=np.uint8)
     labels[1] = 4  # one frame of a single class: its counts must not leak into the others

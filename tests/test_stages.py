@@ -7,6 +7,7 @@ parametrization is marked ``gpu`` and skips with the reason where there is no GP
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,6 +195,85 @@ def test_smoothing_happens_on_the_cpu_for_both_stages(device: str, make_model: C
         assert got[0].overlay is None
         smoothed_any |= not np.array_equal(want[0].class_map, labels[0])
     assert smoothed_any
+
+
+def nv12_of(i420: np.ndarray) -> np.ndarray:
+    """NVDEC's layout of the same planes: luma, then U and V interleaved."""
+    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    u, v = i420[h:].reshape(2, h // 2, w // 2)
+    return np.concatenate([i420[:h], np.stack([u, v], axis=-1).reshape(h // 2, w)])
+
+
+def device_frames_of(planes: list[np.ndarray], device: str, stream: str = "s") -> tuple[Frame, ...]:
+    """Frames as the NVDEC source makes them: NV12 tensors on ``device`` (pixel format nv12_device)."""
+    return tuple(
+        Frame(stream, i, i / 25, float(i), 0.0, torch.from_numpy(nv12_of(p)).to(device), "nv12_device")
+        for i, p in enumerate(planes)
+    )
+
+
+def i420_frames_of(planes: list[np.ndarray], stream: str = "s") -> tuple[Frame, ...]:
+    return tuple(Frame(stream, i, i / 25, float(i), 0.0, p, "yuv420p") for i, p in enumerate(planes))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nv12_device_frames_on_the_torch_stage_equal_the_same_pictures_as_i420(
+    device: str, people: list[np.ndarray]
+) -> None:
+    """NVDEC frames (NV12 tensors, here on torch's CPU device) beside host I420 and BGR frames in one
+    batch: the same input tensor, class maps, ratios and overlays as the host I420 frames of the same
+    pictures, and never a copy to the host; the CPU stage on those I420 frames within its known
+    tolerance (its chroma is resampled from the planes, not repeated)."""
+    model = load_model("selfie_landscape")
+    c = model.contract
+    spec = OverlaySpec(make_palette(c.class_names, [k.color for k in c.classes]), 0.5, blend=True)
+    planes = [cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420) for img in people[:3]]
+    big = cv2.cvtColor(cv2.resize(people[3], (1280, 720), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2YUV_I420)
+    on_device = (*device_frames_of(planes[:2], device, "a"), *device_frames_of([big], device, "b"))
+    host = (*i420_frames_of(planes[:2], "a"), *i420_frames_of([big], "b"))
+    camera = Frame("c", 0, 0.0, 0.0, 0.0, people[2])  # a BGR camera in the same batch
+    mixed = (on_device[0], host[1], camera, on_device[2])
+    mixed_host = (host[0], host[1], camera, host[2])
+    dev = TorchStage(device, c, spec)
+    x_dev = dev.preprocess(on_device)
+    assert x_dev.device.type == device and torch.equal(x_dev, dev.preprocess(host))
+    x = dev.preprocess(mixed)
+    assert torch.equal(x, dev.preprocess(mixed_host))
+    with OnnxRuntimeBackend(model, "cpu", 0, 4) as ort:
+        output = ort.infer(np.ascontiguousarray(to_numpy(x)))
+    dev.preprocess(mixed)  # the uploads the blend reads are the batch's own
+    got = dev.postprocess(mixed, torch.from_numpy(output).to(device))
+    want = TorchStage(device, c, spec).postprocess(mixed_host, torch.from_numpy(output).to(device))
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g.class_map, w.class_map) and np.array_equal(g.area_ratio, w.area_ratio)
+        assert g.overlay is not None and np.array_equal(g.overlay, w.overlay)
+    assert all(f._host is None for f in on_device)  # no frame went through host memory
+    cpu = CpuStage(c)
+    with OnnxRuntimeBackend(model, "cpu", 0, 4) as ort:
+        on_cpu = cpu.postprocess(mixed_host, ort.infer(cpu.preprocess(mixed_host)))
+    assert all(p.area_ratio[1] > 0.1 for p in on_cpu)  # the cyclists are found
+    for g, w in zip(got, on_cpu, strict=True):
+        assert (g.class_map == w.class_map).mean() >= 0.995
+        assert np.abs(g.area_ratio - w.area_ratio).max() <= 0.005
+
+
+def test_the_cpu_stage_downloads_device_frames_and_says_so_once(
+    people: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Correct but slow: the input equals the I420 frames' exactly; one warning for the whole run."""
+    c = load_model("selfie_landscape").contract
+    planes = [cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420) for img in people]
+    cpu = CpuStage(c)
+    with caplog.at_level(logging.WARNING, logger="streamseg.stages"):
+        for i in range(2):
+            frames = device_frames_of(planes, "cpu", f"s{i}")
+            assert np.array_equal(cpu.preprocess(frames), cpu.preprocess(i420_frames_of(planes)))
+            assert all(f._host is not None for f in frames)  # downloaded once, kept for the outputs
+    assert caplog.messages == [
+        "the CPU stage downloads each GPU-decoded frame (stream s0): correct but slow; "
+        "NVDEC pays off with a stage on the GPU"
+    ]
+    assert not CpuStage(c).takes_device_frames and TorchStage("cpu", c).takes_device_frames
 
 
 def test_a_numpy_backend_refuses_device_tensors(make_model: Callable[..., LoadedModel]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .base import Reader
+from .base import DeviceReader, Reader
 from .camera import open_camera
 from .file import open_file
 from .nvdec import NVDEC_KINDS, DecoderChoice, choose_decoder, open_nvdec
@@ -29,4 +29,13 @@ READERS: dict[str, Callable[[SourceURI, SourceConfig], Reader]] = {
 }
 GST_KINDS = ("file", "rtsp")
 
-__all__ = ["GST_KINDS", "NVDEC_KINDS", "READERS", "DecoderChoice", "Reader", "choose_decoder", "open_nvdec"]
+__all__ = [
+    "GST_KINDS",
+    "NVDEC_KINDS",
+    "READERS",
+    "DecoderChoice",
+    "DeviceReader",
+    "Reader",
+    "choose_decoder",
+    "open_nvdec",
+]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..frames import DeviceImage
 
 
 class Reader(Protocol):
@@ -17,3 +20,11 @@ class Reader(Protocol):
     def frames(self) -> Iterator[tuple[np.ndarray, float | None]]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeviceReader(Reader, Protocol):
+    """A reader that can also hand its frames over where it decoded them (NVDEC: torch NV12 tensors
+    on the GPU); ``Source`` reads ``device_frames`` instead of ``frames`` when the stage takes them."""
+
+    def device_frames(self) -> Iterator[tuple[DeviceImage, float | None]]: ...

@@ -2,8 +2,9 @@
 
 The decoder writes NV12 surfaces in GPU memory; ``device_frames`` hands each one over as a torch
 CUDA tensor (DLPack, no copy to the host): the (H * 3 / 2, W) uint8 layout of the luma plane
-followed by the interleaved UV plane. ``nv12_to_bgr`` is the one conversion the GPU processing stage
-needs from it (BT.601 studio swing, as ``streamseg.yuv`` and OpenCV); ``frames`` (the ``Reader``
+followed by the interleaved UV plane; ``Source`` wraps them in Frames of pixel format "nv12_device"
+when the processing stage runs on the GPU. ``nv12_to_bgr`` is the one conversion the GPU processing
+stage needs from it (BT.601 studio swing in OpenCV's arithmetic, as ``streamseg.yuv``); ``frames`` (the ``Reader``
 interface, host memory) gives the decoder's planes as packed I420, the CPU path's own layout.
 
 Which decoder a stream uses is decided once (``choose_decoder``) and logged: ``auto`` takes NVDEC
@@ -43,10 +44,6 @@ log = logging.getLogger(__name__)
 NVDEC_KINDS = ("file", "rtsp")  # what FFmpeg's demuxer inside PyNvVideoCodec opens
 EXTRA = "nvdec"
 PURPOSE = "hardware decoding (decoder: nvdec)"
-
-# BT.601 studio swing, the matrix of streamseg.yuv and OpenCV's YUV2BGR_NV12/I420:
-# R = 1.164 (Y - 16) + 1.596 (V - 128), G = ... - 0.391 (U - 128) - 0.813 (V - 128), B = ... + 2.018 (U - 128).
-_Y, _RV, _GU, _GV, _BU = 1.164, 1.596, -0.391, -0.813, 2.018
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +125,11 @@ def _nvc() -> Any:
 
 def nv12_to_bgr(nv12: Tensor) -> Tensor:
     """(H * 3 / 2, W) uint8 NV12 -> (H, W, 3) uint8 BGR on the same device: what the GPU stage
-    preprocesses and blends. Chroma is repeated over each 2x2 block (as OpenCV's NV12 conversion)."""
-    from ..models._torch import torch
+    preprocesses and blends. OpenCV's integer arithmetic (``gpu.nv12_to_bgr``), so NVDEC's frames
+    give the model the input the software decoder's I420 of the same picture gives."""
+    from ..gpu import nv12_to_bgr as exact
 
-    h = nv12.shape[0] * 2 // 3
-    y = nv12[:h].float() - 16.0
-    uv = nv12[h:].view(h // 2, -1, 2).float() - 128.0
-    uv = uv.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1)
-    u, v = uv[..., 0], uv[..., 1]
-    y = y * _Y
-    bgr = torch.stack((y + _BU * u, y + _GU * u + _GV * v, y + _RV * v), dim=-1)
-    return bgr.round_().clamp_(0, 255).to(torch.uint8)
+    return exact(nv12)
 
 
 def nv12_to_i420(nv12: Tensor) -> Tensor:
