@@ -3,7 +3,7 @@
 # figures appended to docs/gpu-validation.md, in under 8 minutes. Where there is no NVIDIA GPU it
 # says so in one line and exits 0, running and recording nothing.
 #
-#   tools/gpu_check.sh                   the check
+#   tools/gpu_check.sh                   the check (GPU_CHECK_OUT=DIR: the entry and test log copied there too)
 #   tools/gpu_check.sh wheelhouse [3.12] build .whl/gpu-wheels-cp312.tar.xz here (needs the PyPI index)
 #
 # The Python: $GPU_CHECK_PYTHON, else python3 (the one that holds the host's CUDA torch). streamseg
@@ -156,6 +156,12 @@ set -e
 # Written whole or not at all: a failing writer appends nothing.
 ENTRY=$("$PY" tools/gpu_record.py "$WORK" "$TEST_RC" "$BENCH_RC" "$((SECONDS - START))" "${FILES[@]}")
 printf '%s\n' "$ENTRY" >>"$DOC"
+# A copy for a machine whose checkout does not come back (the device tool: GPU_CHECK_OUT=$OUT).
+if [[ -n "${GPU_CHECK_OUT:-}" ]]; then
+    mkdir -p "$GPU_CHECK_OUT"
+    printf '%s\n' "$ENTRY" >"$GPU_CHECK_OUT/gpu-check.md"
+    cp "$WORK/tests.log" "$GPU_CHECK_OUT/gpu-check-tests.log"
+fi
 echo "gpu-check: recorded in $DOC ($((SECONDS - START)) s; tests exit $TEST_RC, benchmark exit $BENCH_RC)"
 if [[ $TEST_RC -ne 0 || $BENCH_RC -ne 0 ]]; then
     exit 1
