@@ -103,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="dataset whose masks give image-level labels only (decouplednet); repeat",
     )
-    ev = sub.add_parser("eval", help="score a model (ONNX, checkpoint) on a dataset: pixel acc, mean acc, mIU, fwIU")
+    ev = sub.add_parser(
+        "eval",
+        help="score a model (ONNX, checkpoint) on a dataset: pixel acc, mean acc, mIU, fwIU; instance models: mask AP",
+    )
     ev.add_argument("model", help="sidecar, ONNX or checkpoint (with its sidecar beside it)")
     ev.add_argument("--data", required=True, help="dataset folder")
     ev.add_argument("--split", default=None, help="VOC ImageSets/Segmentation split")
@@ -126,6 +129,26 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--calibration-frames", type=int, default=200)
     be.add_argument("--cache-dir", default="engines")
     be.add_argument("--min-agreement", type=float, default=0.99, help="pixel agreement with ONNX Runtime")
+    im = sub.add_parser(
+        "import-model",
+        help="write the sidecar of an ONNX model from elsewhere (or import torchvision weights), checked by a run",
+    )
+    im.add_argument("model", help="ONNX file, or a zoo torchvision network (fcn_resnet50, ...) with --weights")
+    im.add_argument(
+        "--labels",
+        required=True,
+        help="voc (21), cityscapes (19), ade20k (150), coco-stuff (171), or a file: a class per line [R G B | #rrggbb]",
+    )
+    im.add_argument("--weights", help="a local torchvision state dict (with a torchvision network)")
+    im.add_argument("--size", help="HxW frames are resized to (needed when the graph's input size is dynamic)")
+    im.add_argument("--layout", choices=["NCHW", "NHWC"], help="default: from the axis with 3 channels")
+    im.add_argument("--output", help="the graph output to read (default: the first)")
+    im.add_argument("--mean", default="imagenet", help="imagenet, unit, symmetric, raw, or R,G,B in 0..255")
+    im.add_argument("--std", default="imagenet", help="imagenet, unit, symmetric, raw, or R,G,B in 0..255")
+    im.add_argument("--color", choices=["RGB", "BGR"], default="RGB", help="channel order the model expects")
+    im.add_argument("--name", help="model name in the sidecar (default: the file's stem)")
+    im.add_argument("--out", help="sidecar (ONNX: default beside it) or checkpoint (torchvision: NETWORK/NETWORK.pt)")
+    im.add_argument("--force", action="store_true", help="replace an existing sidecar or checkpoint")
     sub.add_parser("doctor", help="report codecs, ONNX Runtime providers, CUDA/TensorRT presence")
     ini = sub.add_parser("init", help="write a commented starter pipeline (file, camera, rtsp or synthetic)")
     ini.add_argument("path", nargs="?", default="pipeline.yaml", help="where to write it (default pipeline.yaml)")
@@ -227,18 +250,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  classes  {', '.join(f'{k.name} {tuple(k.color)}' for k in c.classes)}")
         print(f"  license  {c.license}; source: {c.source}")
     print("\nzoo networks (streamseg train / export):")
+    w = max(len(name) for name in NETWORKS) + 2  # deeplabv3_mobilenet_v3_large is 28
     if args.params:
         from .models import build, count_params
 
-        print(f"  {'name':<14}{'classes':>8}{'parameters':>14}{'paper':>10}  deviation")
+        print(f"  {'name':<{w}}{'classes':>8}{'parameters':>14}{'paper':>10}  deviation")
         for info in NETWORKS.values():
             n = count_params(build(info.name, info.paper_classes))
             paper = f"{info.paper_params_m:.2f} M" if info.paper_params_m else "-"
             dev = f"{100 * (n / 1e6 - info.paper_params_m) / info.paper_params_m:+.2f} %" if info.paper_params_m else ""
-            print(f"  {info.name:<14}{info.paper_classes:>8}{n:>14,}{paper:>10}  {dev}")
+            print(f"  {info.name:<{w}}{info.paper_classes:>8}{n:>14,}{paper:>10}  {dev}")
     else:
         for info in NETWORKS.values():
-            print(f"  {info.name:<14}{info.paper}")
+            print(f"  {info.name:<{w}}{info.paper}")
     return 0
 
 
@@ -333,12 +357,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .contract import load_model
-    from .evaluate import evaluate_backend
+    from .evaluate import evaluate_backend, evaluate_instances_backend
 
     if args.json:  # before the evaluation, not after it: a long run must not end in "cannot write"
         out = Path(args.json)
         if out.is_dir() or not out.parent.resolve().is_dir():
             raise ConfigError(f"usage: --json {args.json}: not a file in an existing folder")
+    if load_model(args.model).contract.output.kind == "instances":
+        ap = evaluate_instances_backend(args.model, args.data, args.split, args.backend, args.device)
+        print(f"mask AP                {ap.ap:.4f}")
+        print(f"mask AP50              {ap.ap50:.4f}")
+        print(f"mask AP75              {ap.ap75:.4f}")
+        print(f"({ap.images} images, {ap.instances} instances)")
+        if args.json:
+            try:
+                with open(args.json, "w") as f:
+                    json.dump(ap.as_dict(), f, indent=2)
+            except OSError as e:
+                raise OutputError(f"--json {args.json}: cannot write: {e.strerror}") from None
+        return 0
     result = evaluate_backend(args.model, args.data, args.split, args.backend, args.device)
     names = load_model(args.model).contract.class_names
     print(f"pixel accuracy         {result.pixel_accuracy:.4f}")
@@ -359,14 +396,65 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import export_onnx
+    from .export import InstanceParityReport, export_onnx
 
     out = Path(args.out)
     report = export_onnx(Path(args.checkpoint), out, argmax=not args.logits, opset=args.opset)
+    if isinstance(report, InstanceParityReport):
+        print(
+            f"wrote {out} and {out.with_suffix('.json')}: parity on {report.detections} detections: max |box diff| "
+            f"{report.max_box_diff:.3g} px, |score diff| {report.max_score_diff:.3g}, mask agreement "
+            f"{report.mask_agreement:.5f}"
+        )
+        return 0
     print(
         f"wrote {out} and {out.with_suffix('.json')}: parity max |logit diff| {report.max_abs_logit_diff:.3g}, "
         f"label agreement {report.label_agreement:.5f} (batch {report.batch})"
     )
+    return 0
+
+
+def _cmd_import_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .importer import import_onnx, import_torchvision, parse_normalization
+    from .models import NETWORKS
+
+    mean, std = parse_normalization(args.mean, args.std)
+    size = _size(args.size, "--size") if args.size else None
+    out = Path(args.out) if args.out else None
+    if args.model in NETWORKS:
+        if not args.weights:
+            raise ConfigError(f"usage: {args.model} is a zoo network: give its torchvision state dict with --weights")
+        if args.layout or args.output or args.name or args.color != "RGB":
+            raise ConfigError("usage: --layout, --output, --name and --color are for ONNX files")
+        report = import_torchvision(
+            args.model, Path(args.weights), args.labels, out=out, size=size, mean=mean, std=std, force=args.force
+        )
+    else:
+        if args.weights:
+            raise ConfigError(f"usage: --weights goes with a zoo torchvision network, not '{args.model}'")
+        report = import_onnx(
+            Path(args.model),
+            args.labels,
+            out=out,
+            name=args.name,
+            size=size,
+            layout=args.layout,
+            output=args.output,
+            mean=mean,
+            std=std,
+            color=args.color,
+            force=args.force,
+        )
+    c = report.contract
+    print(
+        f"wrote {report.sidecar}: {c.name}, input {c.input.name} {c.input.layout} {c.input.height}x{c.input.width}, "
+        f"output {c.output.name} ({c.output.kind}), {c.num_classes} classes; checked with {report.backend}: "
+        f"one frame -> {report.output_shape}"
+    )
+    for note in report.notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -456,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval": _cmd_eval,
             "export": _cmd_export,
             "build-engine": _cmd_build_engine,
+            "import-model": _cmd_import_model,
             "init": _cmd_init,
             "fetch-sample": _cmd_fetch_sample,
         }[args.command]

@@ -39,6 +39,14 @@ SMALL: dict[str, tuple[dict[str, object], tuple[int, int]]] = {
     # logits to ~3e3, where float32 noise passes the absolute 1e-3 gate; test_refinenet checks 101 relatively.
     "refinenet": ({"width": 4, "backbone": "resnet50"}, (64, 96)),
     "decouplednet": ({"base_channels": 4, "fc_kernel": 3}, (96, 128)),  # pool5 3x4, fc6 1x2
+    # torchvision's networks at full width; an untrained ResNet-101's logits reach ~1e4 (see refinenet), so its
+    # residual branches start at zero (torchvision's zero_init_residual); test_torchvision_seg exports random ones
+    "fcn_resnet50": ({}, (64, 96)),
+    "fcn_resnet101": ({"zero_init_residual": True}, (64, 96)),
+    "deeplabv3_resnet50": ({}, (64, 96)),
+    "deeplabv3_resnet101": ({"zero_init_residual": True}, (64, 96)),
+    "deeplabv3_mobilenet_v3_large": ({}, (64, 96)),
+    "lraspp_mobilenet_v3_large": ({}, (64, 96)),
 }
 
 

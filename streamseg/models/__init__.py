@@ -148,6 +148,35 @@ NETWORKS: dict[str, NetworkInfo] = {
             (320, 320),
             backbone="vgg16",
         ),
+        # torchvision's segmentation models (models/torchvision_seg.py); the published counts are
+        # torchvision's (its weights' num_params: 21 classes, auxiliary head included).
+        *(
+            NetworkInfo(name, "torchvision_seg", name, paper, params, 21, (520, 520), backbone=backbone)
+            for name, paper, params, backbone in (
+                ("fcn_resnet50", "Long et al. CVPR 2015, torchvision's FCN-ResNet50", 35.322218, "resnet50"),
+                ("fcn_resnet101", "Long et al. CVPR 2015, torchvision's FCN-ResNet101", 54.314346, "resnet101"),
+                (
+                    "deeplabv3_resnet50",
+                    "Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic Image "
+                    "Segmentation. arXiv:1706.05587; torchvision's DeepLabV3-ResNet50",
+                    42.004074,
+                    "resnet50",
+                ),
+                ("deeplabv3_resnet101", "Chen et al. 2017, torchvision's DeepLabV3-ResNet101", 60.996202, "resnet101"),
+                (
+                    "deeplabv3_mobilenet_v3_large",
+                    "Chen et al. 2017, torchvision's DeepLabV3-MobileNetV3-Large",
+                    11.029328,
+                    "mobilenet_v3_large",
+                ),
+                (
+                    "lraspp_mobilenet_v3_large",
+                    "Howard et al. Searching for MobileNetV3. ICCV 2019 (LR-ASPP), torchvision's",
+                    3.221538,
+                    "mobilenet_v3_large",
+                ),
+            )
+        ),
         NetworkInfo(
             "maskrcnn",
             "maskrcnn",
