@@ -192,7 +192,7 @@ def test_file_source_reads_every_frame(bikes: Path) -> None:
     assert [f.index for f in frames] == list(range(250))
     assert strictly_increasing([f.pts for f in frames])
     assert frames[0].pts == 0.0 and frames[-1].pts == pytest.approx(249 / 25)
-    assert all(f.image.shape == (272, 640, 3) and f.stream == "bikes" for f in frames[::50])
+    assert all(f.size == (272, 640) and f.pixel_format == "yuv420p" and f.stream == "bikes" for f in frames[::50])
     assert source.fps == 25.0
     assert sample(metrics, "streamseg_stream_source_fps", stream="bikes") == 25.0
     assert sample(metrics, "streamseg_frames_dropped_total", stream="bikes", reason="queue_full") == 0
