@@ -399,6 +399,7 @@ def import_torchvision(
         std,
         source=f"torchvision {network} state dict {weights.name}; streamseg import-model",
     )
+    made_folder = not checkpoint.parent.exists()
     save_checkpoint(checkpoint, net, meta)
     sidecar = checkpoint.with_suffix(".json")
     try:
@@ -406,6 +407,8 @@ def import_torchvision(
     except BaseException:
         checkpoint.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
+        if made_folder:
+            checkpoint.parent.rmdir()
         raise
     notes = [f"streamseg export {checkpoint} --out {checkpoint.with_suffix('.onnx')}: ONNX with the parity check"]
     return ImportReport(sidecar, load_model(str(sidecar)).contract, description, shape, tuple(notes))

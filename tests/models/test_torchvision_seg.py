@@ -183,6 +183,39 @@ def test_zero_init_residual_starts_every_block_as_the_identity() -> None:
         assert float(model(torch.randn(1, 3, 64, 96)).abs().max()) < 100
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (
+            ["lraspp_mobilenet_v3_large", "--weights", "w.pth", "--labels", "voc"],
+            "has 3 classes, the label set 'voc' 21",
+        ),
+        (["lraspp_mobilenet_v3_large", "--weights", "none.pth", "--labels", "voc"], "none.pth: no such file"),
+        (["unet", "--weights", "w.pth", "--labels", "voc"], "unet is not a torchvision network"),
+        (
+            ["lraspp_mobilenet_v3_large", "--weights", "w.pth", "--labels", "l.txt", "--out", "x.onnx"],
+            "checkpoint (.pt)",
+        ),
+        (
+            ["lraspp_mobilenet_v3_large", "--weights", "w.pth", "--labels", "l.txt", "--layout", "NHWC"],
+            "for ONNX files",
+        ),
+        (["deeplabv3_resnet50", "--weights", "w.pth", "--labels", "l.txt"], "unexpected keys backbone.0.0.weight"),
+    ],
+)
+def test_import_refusals(
+    argv: list[str], error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_torchvision(torchvision_model("lraspp_mobilenet_v3_large", classes=3), tmp_path / "w.pth")
+    (tmp_path / "l.txt").write_text("a\nb\nc\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["import-model", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("streamseg: error: ") and error in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no checkpoint, no sidecar, no folder
+
+
 # --- a torchvision state dict through import-model, export and the pipeline ------------------
 
 
