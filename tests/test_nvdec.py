@@ -8,11 +8,15 @@ why, and nvdec by name must stop ``streamseg validate`` with one line and exit c
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -20,10 +24,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from streamseg.config import SourceConfig
+import streamseg.pipeline as pipeline_mod
+import streamseg.sources as sources_mod
+from streamseg.config import SourceConfig, parse_config
+from streamseg.contract import LoadedModel
 from streamseg.errors import ConfigError, SourceError
+from streamseg.frames import Picture, SegResult
 from streamseg.metrics import Metrics
+from streamseg.outputs import Sink
 from streamseg.readers.nvdec import (
+    DecoderChoice,
     NvdecReader,
     choose_decoder,
     nv12_to_bgr,
@@ -185,3 +195,161 @@ def test_doctor_says_whether_nvdec_is_available_and_why_not() -> None:
 
     rows = dict(report())
     assert rows["nvdec (decoder: nvdec)"] == ("available" if MISSING is None else f"not available: {MISSING}")
+
+
+# --- NVDEC's device frames through the whole pipeline ---------------------------------------------
+
+
+class StandInNvdec:
+    """NvdecReader's two interfaces where there is no GPU: PyAV decodes the file to the planes NVDEC
+    gives too (test_nvdec_decodes_bikes_like_pyav), and ``device_frames`` hands them over as NV12
+    torch tensors on torch's CPU device, as NvdecReader hands CUDA ones; ``frames`` gives host I420."""
+
+    def __init__(self, uri: Any, cfg: SourceConfig) -> None:
+        from streamseg.readers.file import open_file
+
+        self._inner = open_file(uri, cfg)
+        self.fps = self._inner.fps
+        self.frame_count = getattr(self._inner, "frame_count", None)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        return self._inner.frames()
+
+    def device_frames(self) -> Iterator[tuple[Any, float | None]]:
+        import torch
+
+        for i420, pts in self._inner.frames():
+            yield torch.from_numpy(_nv12(i420)), pts
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class Capture(Sink):
+    """Keeps, per frame, the result, the picture it was given (its pixels copied) and whether the
+    frame had been copied off the device once this output had those pixels."""
+
+    def __init__(self, raw: bool) -> None:
+        self.wants_raw, self.wants_overlay = raw, not raw
+        self.got: dict[int, tuple[SegResult, np.ndarray | None, str | None, bool]] = {}
+
+    def write(self, result: SegResult, picture: Picture | None) -> None:
+        data = None if picture is None else picture.data.copy()
+        fmt = None if picture is None else picture.pixel_format
+        downloaded = result.frame._host is not None
+        self.got[result.frame.index] = (result, data, fmt, downloaded)
+
+
+def _run_bikes(
+    model: LoadedModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    nvdec: bool,
+    gpu_stage: bool,
+    mode: str,
+    raw: bool,
+    frames: int = 6,
+) -> Capture:
+    """bikes.mp4 through the real pipeline with torch on the CPU device; ``nvdec``: the stand-in
+    decoder (else PyAV's I420); ``gpu_stage``: the torch GPU stage (else the CPU stage)."""
+    pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[torch]')")
+    from streamseg.backends import REGISTRY
+    from streamseg.backends.torch import TorchBackend
+    from streamseg.gpu import TorchStage
+    from streamseg.pipeline import Pipeline
+    from streamseg.stages import OverlaySpec, Stage
+    from streamseg.temporal import TemporalFilter
+
+    class DeviceStageTorch(TorchBackend):
+        def stage(self, overlay: OverlaySpec | None = None, temporal: TemporalFilter | None = None) -> Stage[Any]:
+            return TorchStage(self._device, self.contract, overlay, temporal)
+
+    capture = Capture(raw)
+    cfg = parse_config(f"""
+sources: [{{name: a, uri: "{CLIP}"}}]
+model: {{path: "{model.sidecar}", backend: torch, device: cpu}}
+batch: {{max_batch: 2, max_wait_ms: 5}}
+overlay: {{mode: {mode}, legend: false}}
+outputs: [{{type: jsonl, path: "{tmp_path}/{nvdec}-{gpu_stage}-{mode}-{raw}.jsonl"}}]
+http: {{enabled: false, port: 0}}
+""")
+    real_build = pipeline_mod.build_sinks
+    with monkeypatch.context() as mp:
+        mp.setitem(REGISTRY, "torch", DeviceStageTorch if gpu_stage else TorchBackend)
+        mp.setattr(pipeline_mod, "build_sinks", lambda *a, **k: [capture, *real_build(*a, **k)])
+        if nvdec:  # NVDEC cannot be chosen here: the choice is made for it, the stand-in opened
+            mp.setattr(sources_mod, "choose_decoder", lambda cfg, gpu: DecoderChoice("nvdec", "stand-in"))
+            mp.setattr(sources_mod, "open_nvdec", StandInNvdec)
+        box: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: box.setdefault("summary", Pipeline(cfg, max_frames=frames).run()))
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the pipeline hung"
+    assert box["summary"].frames == {"a": frames} and sorted(capture.got) == list(range(frames))
+    return capture
+
+
+@pytest.mark.parametrize(("mode", "raw"), [("blend", False), ("side-by-side", False), ("blend", True)])
+def test_device_frames_through_the_pipeline_equal_software_decoding(
+    mode: str, raw: bool, make_model: Callable[..., LoadedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same clip decoded by the NVDEC stand-in (NV12 tensors kept as device frames for the GPU
+    stage) and by PyAV (host I420): equal class maps, area ratios and pictures for every frame. The
+    frame is copied off the device only where an output needs its pixels: never for the stage's own
+    blend; for a raw output and for an overlay the worker draws (side by side), from the host I420."""
+    model = make_model({"kind": "class_map", "height": 48, "width": 64}, {"input.mean": [128.0] * 3})
+    run = functools.partial(_run_bikes, model, tmp_path, monkeypatch, gpu_stage=True, mode=mode, raw=raw)
+    software, device = run(nvdec=False), run(nvdec=True)
+    for i, (want, want_pic, want_fmt, _) in software.got.items():
+        got, pic, fmt, downloaded = device.got[i]
+        assert want.frame.pixel_format == "yuv420p" and got.frame.pixel_format == "nv12_device"
+        assert np.array_equal(got.class_map, want.class_map) and np.array_equal(got.area_ratio, want.area_ratio)
+        assert pic is not None and want_pic is not None and fmt == want_fmt and np.array_equal(pic, want_pic)
+        if raw:  # the frame as decoded, downloaded for this output
+            assert fmt == "yuv420p" and downloaded and np.array_equal(pic, got.frame.host_image())
+        elif mode == "blend":  # blended by the stage where the frame is: nothing came to the host
+            assert fmt == "bgr24" and got.overlay is not None and not downloaded
+        else:  # drawn by the stream's worker, in I420, on the frame's host copy
+            assert fmt == "yuv420p" and got.overlay is None and downloaded
+    assert len({r.class_map.tobytes() for r, *_ in device.got.values()}) > 1  # real frames: the maps differ
+
+
+def test_a_cpu_stage_gets_nvdec_frames_on_the_host(
+    make_model: Callable[..., LoadedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decoder: nvdec beside the CPU stage: the source reads the reader's host frames (I420), not
+    device ones the stage would download one by one."""
+    model = make_model({"kind": "class_map", "height": 48, "width": 64}, {"input.mean": [128.0] * 3})
+    got = _run_bikes(model, tmp_path, monkeypatch, nvdec=True, gpu_stage=False, mode="blend", raw=False, frames=2)
+    assert all(r.frame.pixel_format == "yuv420p" for r, *_ in got.got.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(MISSING is not None, reason=f"NVDEC is not available here: {MISSING}")
+def test_nvdec_device_frames_on_the_cuda_stage_equal_pyav_frames() -> None:
+    """On a GPU host: bikes.mp4 decoded by NVDEC into CUDA device frames, preprocessed by the CUDA
+    stage without leaving the GPU, gives the input PyAV's I420 frames give; Picture.of downloads the
+    planes PyAV decoded."""
+    import torch
+
+    from streamseg.contract import load_model
+    from streamseg.frames import Frame
+    from streamseg.gpu import TorchStage
+
+    want = [i420 for i420, _ in _pyav_i420(limit=4)]
+    reader = NvdecReader(str(CLIP), loop=False)
+    try:
+        got = []
+        for nv12, _ in reader.device_frames():
+            got.append(Frame("a", len(got), 0.0, 0.0, 0.0, nv12, "nv12_device"))
+            if len(got) == len(want):
+                break
+    finally:
+        reader.close()
+    stage = TorchStage("cuda", load_model("selfie_landscape").contract)
+    host = tuple(Frame("a", i, 0.0, 0.0, 0.0, p, "yuv420p") for i, p in enumerate(want))
+    x = stage.preprocess(got)
+    assert x.is_cuda and all(f._host is None for f in got)  # nothing went through host memory
+    assert torch.equal(x, stage.preprocess(host))
+    assert all(np.array_equal(Picture.of(f).data, w) for f, w in zip(got, want, strict=True))
