@@ -7,6 +7,7 @@ validate and run, as a user's model would.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -282,6 +283,8 @@ def torchvision_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """torchvision's LR-ASPP MobileNetV3-Large, random weights, exported as a user would: the dict output
     wrapped, dynamic batch, height and width."""
     torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[train]')")
+    if importlib.util.find_spec("torchvision") is None:  # not importorskip: the zoo's door must import it first
+        pytest.skip("torchvision is not installed (pip install 'streamseg[train]')")
     from streamseg.models._torchvision import torchvision
 
     segmentation = torchvision().models.segmentation

@@ -4,6 +4,7 @@ initialised torchvision models), and import-model -> export (parity gate) -> pip
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'streamseg[train]')")
+if importlib.util.find_spec("torchvision") is None:  # not importorskip: the zoo's door must import it first
+    pytest.skip("torchvision is not installed (pip install 'streamseg[train]')", allow_module_level=True)
 
 from streamseg.cli import main  # noqa: E402
 from streamseg.contract import load_model  # noqa: E402
