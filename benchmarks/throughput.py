@@ -49,7 +49,10 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.tmp)
     outputs: list[dict[str, Any]] = [{"type": "jsonl", "path": str(out / "stats.jsonl")}]
     if args.mode == "overlay":
-        outputs.insert(0, {"type": "video", "path": str(out / "{stream}.mp4"), "preset": "ultrafast"})
+        video: dict[str, Any] = {"type": "video", "path": str(out / "{stream}.mp4"), "preset": "ultrafast"}
+        if args.x264_threads is not None:  # a key the baseline's config does not have
+            video["threads"] = args.x264_threads
+        outputs.insert(0, video)
     cfg = PipelineConfig.model_validate(
         {
             "name": "bench",
@@ -152,7 +155,7 @@ def child_stages(args: argparse.Namespace) -> dict[str, Any]:
 def run_child(kind: str, code: Path, **kw: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", kind, "--code", str(code)]
     for k, v in kw.items():
-        cmd += [f"--{k}", str(v)]
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([*cmd, "--tmp", tmp], capture_output=True, text=True, check=False)
     if r.returncode:
@@ -205,6 +208,7 @@ def main() -> int:
     ap.add_argument("--mode", default="overlay", choices=["overlay", "jsonl"])
     ap.add_argument("--frames", type=int, default=250)
     ap.add_argument("--gc", default="pipeline", choices=["pipeline", "default"])
+    ap.add_argument("--x264-threads", type=int)
     ap.add_argument("--tmp")
     ap.add_argument("--baseline", default="974f83a", help="git revision to compare with")
     ap.add_argument("--rounds", type=int, default=3)
@@ -224,18 +228,20 @@ def main() -> int:
     hd = str(clips["1920x1080"])
 
     # 1 + 2: before/after at 1080p x 2 streams, and W, interleaved round by round
-    kinds = [
-        ("before", "overlay", base, "pipeline"),
-        ("after", "overlay", REPO, "pipeline"),
-        ("after, GC default", "overlay", REPO, "default"),
-        ("before", "jsonl", base, "pipeline"),
-        ("after", "jsonl", REPO, "pipeline"),
+    kinds: list[tuple[str, str, Path, dict[str, Any]]] = [
+        ("before", "overlay", base, {}),
+        ("after", "overlay", REPO, {}),
+        ("after, x264 threads 0", "overlay", REPO, {"x264_threads": 0}),
+        ("after, x264 threads 1", "overlay", REPO, {"x264_threads": 1}),
+        ("after, GC default", "overlay", REPO, {"gc": "default"}),
+        ("before", "jsonl", base, {}),
+        ("after", "jsonl", REPO, {}),
     ]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(k, m): [] for k, m, _, _ in kinds}
     w_runs: dict[str, list[dict[str, Any]]] = {"overlay": [], "jsonl": []}
     for r in range(args.rounds):
-        for name, mode, code, gc_mode in kinds:
-            res = run_child("pipeline", code, clip=hd, streams=2, mode=mode, gc=gc_mode, frames=250)
+        for name, mode, code, extra in kinds:
+            res = run_child("pipeline", code, clip=hd, streams=2, mode=mode, frames=250, **extra)
             runs[(name, mode)].append(res)
             print(
                 f"round {r + 1} {name:18} {mode:8} {res['fps']:6.1f} fps {res['cpu_ms']:6.2f} ms CPU/frame", flush=True
