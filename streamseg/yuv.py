@@ -129,7 +129,8 @@ def _chroma_axis(src: int, dst: int) -> np.ndarray:
     sx = np.clip((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0, src - 1)
     i = np.floor(sx).astype(np.int64)
     u = np.where(i % 2 == 1, i // 2 + (sx - i), i // 2)
-    return np.minimum(u, src // 2 - 1).astype(np.float32)
+    out: np.ndarray = np.minimum(u, src // 2 - 1).astype(np.float32)
+    return out
 
 
 @functools.lru_cache(maxsize=16)
