@@ -132,6 +132,20 @@ def test_a_stream_logs_its_decoder(caplog: pytest.LogCaptureFixture) -> None:
     assert f"stream cam: decoder software (auto: NVDEC not used: {MISSING})" in caplog.messages
 
 
+@pytest.mark.parametrize(
+    ("gpu_stage", "where"), [(True, "frames stay on the GPU"), (False, "frames copied to the host")]
+)
+def test_an_nvdec_stream_logs_where_its_frames_go(
+    gpu_stage: bool, where: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device frames only for a stage that takes them; NVDEC is chosen for the source here (no GPU)."""
+    monkeypatch.setattr(sources_mod, "choose_decoder", lambda cfg, gpu: DecoderChoice("nvdec", "decoder: nvdec"))
+    with caplog.at_level(logging.INFO, logger="streamseg.sources"):
+        source = Source(SourceConfig(name="cam", uri=str(CLIP)), Metrics(), gpu_stage=gpu_stage)
+    assert source.device_frames is gpu_stage
+    assert f"stream cam: decoder nvdec (decoder: nvdec; {where})" in caplog.messages
+
+
 def _pyav_i420(limit: int | None = None) -> list[tuple[np.ndarray, float | None]]:
     """bikes.mp4 decoded by PyAV (FFmpeg's software H.264 decoder): packed I420 planes and pts."""
     out = []
