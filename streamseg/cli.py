@@ -403,8 +403,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if isinstance(report, InstanceParityReport):
         print(
             f"wrote {out} and {out.with_suffix('.json')}: parity on {report.detections} detections: max |box diff| "
-            f"{report.max_box_diff:.3g} px, |score diff| {report.max_score_diff:.3g}, mask agreement "
-            f"{report.mask_agreement:.5f}"
+            f"{report.max_box_diff:.3g} px, |score diff| {report.max_score_diff:.3g}, |mask probability diff| "
+            f"{report.max_mask_diff:.3g} (mask agreement {report.mask_agreement:.5f})"
         )
         return 0
     print(

@@ -1,4 +1,5 @@
-"""Scoring a model the pipeline can run on a dataset: ``evaluate_backend``.
+"""Scoring a model the pipeline can run on a dataset: ``evaluate_backend`` (semantic models: the FCN
+paper's four metrics) and ``evaluate_instances_backend`` (instance models: mask AP).
 
 The metrics themselves (``ConfusionMatrix``, ``scores``, the FCN paper's four) live in
 ``streamseg.scoring``, below both this module and the backends (TensorRT's accuracy gate scores a
@@ -7,6 +8,9 @@ new engine with them); they are re-exported here for the training code and the t
 
 from __future__ import annotations
 
+import numpy as np
+
+from .maskap import MaskAP
 from .scoring import ConfusionMatrix, Scores, scores
 
 
@@ -41,3 +45,48 @@ def evaluate_backend(
 
 
 __all__ = ["ConfusionMatrix", "Scores", "evaluate_backend", "scores"]
+
+
+def evaluate_instances_backend(
+    model_ref: str, data: str, split: str | None = None, backend: str = "auto", device: str = "auto"
+) -> MaskAP:
+    """Mask AP (AP, AP50, AP75 by pycocotools) of an instance model (contract output kind
+    ``instances``) on an instance dataset (COCO JSON or VOC SegmentationObject), through the
+    pipeline's preprocess and backend: detections at or above the contract's score threshold, masks
+    resized to the image (bilinear probabilities) and thresholded at its mask threshold."""
+    import cv2
+
+    from .backends import select_backend
+    from .contract import load_model
+    from .datasets import open_instance_dataset
+    from .errors import ConfigError
+    from .maskap import MaskAPAccumulator
+    from .preprocess import preprocess
+
+    model = load_model(model_ref)
+    c = model.contract
+    if c.output.kind != "instances":
+        raise ConfigError(f"{model.sidecar}: output.kind is {c.output.kind}: mask AP is for instance models")
+    dataset = open_instance_dataset(data, split)
+    if list(dataset.class_names) != c.class_names:
+        raise ConfigError(
+            f"dataset {data}: classes {list(dataset.class_names)} differ from the model's {c.class_names}"
+        )
+    acc = MaskAPAccumulator()
+    o = c.output
+    with select_backend(backend, ["tensorrt", "torch", "onnxruntime"], model, device, 0, 1) as engine:
+        for i in range(len(dataset)):
+            image, truth = dataset.load(i)
+            (out,) = engine.infer_instances(preprocess([image], c.input))
+            keep = out.scores >= o.score_threshold
+            h, w = image.shape[:2]
+            probs = (out.masks[:, 0] if out.masks.ndim == 4 else out.masks)[keep]
+            masks = np.array(
+                [
+                    cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= o.mask_threshold
+                    for p in probs
+                ],
+                np.uint8,
+            ).reshape(-1, h, w)
+            acc.update(truth, out.labels[keep], out.scores[keep], masks)
+    return acc.result()

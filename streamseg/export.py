@@ -76,12 +76,17 @@ def export_onnx(
     max_diff: float = 1e-3,
     min_agreement: float = 0.999,
     seed: int = 0,
-) -> ParityReport:
+) -> ParityReport | InstanceParityReport:
     """Export, check parity on a batch of 2 (which also proves the batch axis is dynamic), and
-    write ``out`` and its sidecar. Raises ModelError, writing nothing, when parity fails."""
+    write ``out`` and its sidecar. Raises ModelError, writing nothing, when parity fails. Instance
+    networks (Mask R-CNN) go to :func:`export_instances`."""
     net, meta = load_network(checkpoint)
     net.eval()
     info = network_info(meta.network)
+    if info.task == "instances":
+        if not argmax:
+            raise ConfigError(f"usage: --logits: {meta.network} gives instances, not per-pixel logits")
+        return export_instances(checkpoint, out, opset)
     h, w = meta.height, meta.width
     if info.fixed_input and (h, w) != info.input_size:
         raise ModelError(f"{checkpoint}: {meta.network} exports only at {info.input_size} (adaptive pooling)")
@@ -120,6 +125,114 @@ def export_onnx(
     sidecar = sidecar_dict(
         meta, onnx=out.name, output_kind="class_map" if argmax else "logits", sha256=sha256_file(out)
     )
+    sidecar["source"] = f"{meta.source}; exported from {checkpoint.name} by streamseg export"
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return report
+
+
+# --- instance networks (Mask R-CNN) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceParityReport:
+    detections: int  # what torch and ONNX Runtime both found on the parity image
+    max_box_diff: float  # pixels
+    max_score_diff: float
+    max_mask_diff: float  # mask probability
+    mask_agreement: float  # pixels on the same side of the mask threshold, over all detections' masks
+
+
+def _parity_image(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth random shapes in 0..1 (RGB, NCHW): noise would give an untrained detector nothing to find
+    and a trained one nothing it knows; blobs give both a few boxes to compare."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.full((h, w, 3), 0.5, np.float32)
+    for _ in range(6):
+        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+        axes = (int(rng.integers(w // 16 + 1, w // 4 + 2)), int(rng.integers(h // 16 + 1, h // 4 + 2)))
+        cv2.ellipse(image, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, rng.uniform(0, 1, 3).tolist(), -1)
+    return image.transpose(2, 0, 1)[None].copy()
+
+
+def export_instances(
+    checkpoint: Path,
+    out: Path,
+    opset: int = 17,
+    max_box_diff: float = 0.5,
+    max_score_diff: float = 1e-3,
+    max_mask_diff: float = 1e-3,
+    seed: int = 0,
+) -> InstanceParityReport:
+    """Export an instance network at its fixed input (1, 3, H, W) with outputs boxes, labels, scores,
+    masks; check parity against torch on one image (same detections: labels equal, boxes, scores and
+    mask probabilities within the limits; the share of mask pixels on the same side of 0.5 is
+    reported, not gated: an untrained head's probabilities sit at 0.5, where 1e-6 flips a pixel)
+    and write ``out`` and its sidecar. Raises ModelError, writing nothing,
+    when parity fails.
+
+    The graph holds ONNX RoiAlign (opset >= 16: torchvision exports aligned=False as
+    ``output_half_pixel``) and NonMaxSuppression; TensorRT 10 has both as native layers (not
+    executed here), with the detection count a data-dependent output shape.
+    """
+    import warnings
+
+    from .models.maskrcnn import ExportWrapper
+
+    net, meta = load_network(checkpoint)
+    net.eval()
+    h, w = meta.height, meta.width
+    x = _parity_image(h, w, seed)
+    wrapper = ExportWrapper(net).eval()
+    with torch.inference_mode():
+        ref = [t.numpy() for t in wrapper(torch.from_numpy(x))]
+    names = ["boxes", "labels", "scores", "masks"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "final.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on data-dependent control flow
+            torch.onnx.export(
+                wrapper,
+                (torch.from_numpy(x),),
+                str(path),
+                input_names=["input"],
+                output_names=names,
+                dynamic_axes={n: {0: "detections"} for n in names},
+                opset_version=max(opset, 16),
+                dynamo=False,
+            )
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = [np.asarray(a) for a in sess.run(names, {"input": x})]
+        k = ref[2].shape[0]
+        if got[2].shape[0] != k or not np.array_equal(got[1], ref[1]):
+            raise ModelError(
+                f"export {meta.network}: parity failed: torch found {k} detections (labels {ref[1].tolist()[:10]}), "
+                f"ONNX Runtime {got[2].shape[0]} ({got[1].tolist()[:10]}); nothing written"
+            )
+        diffs = [float(np.abs(g.astype(np.float64) - r).max()) if k else 0.0 for g, r in zip(got, ref, strict=True)]
+        agreement = float(((got[3] >= 0.5) == (ref[3] >= 0.5)).mean()) if k else 1.0
+        report = InstanceParityReport(k, diffs[0], diffs[2], diffs[3], agreement)
+        log.info(
+            "parity %s: %d detections, max |box diff| %.3g px, |score diff| %.3g, |mask diff| %.3g (agreement %.5f)",
+            meta.network,
+            k,
+            report.max_box_diff,
+            report.max_score_diff,
+            report.max_mask_diff,
+            agreement,
+        )
+        if diffs[0] > max_box_diff or diffs[2] > max_score_diff or diffs[3] > max_mask_diff:
+            raise ModelError(
+                f"export {meta.network}: parity failed: max |box diff| {diffs[0]:.3g} px (limit {max_box_diff}), "
+                f"|score diff| {diffs[2]:.3g} (limit {max_score_diff}), |mask probability diff| {diffs[3]:.3g} "
+                f"(limit {max_mask_diff}); nothing written"
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(path.read_bytes())
+    sidecar = sidecar_dict(meta, onnx=out.name, sha256=sha256_file(out))
     sidecar["source"] = f"{meta.source}; exported from {checkpoint.name} by streamseg export"
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return report

@@ -15,6 +15,7 @@ import numpy as np
 from .yuv import bgr_to_i420, i420_to_bgr, resize_i420
 
 if TYPE_CHECKING:
+    from .instances import Instance
     from .zones import ZoneAreas
 
 
@@ -185,6 +186,7 @@ class SegResult:
     zones: tuple[ZoneAreas, ...] = ()
     # per class of postprocess.rle, its mask as COCO RLE at class-map resolution; None when not exported
     rle: dict[str, dict[str, object]] | None = None
+    instances: tuple[Instance, ...] = ()  # an instance model's detections above its score threshold, by score
 
     def __post_init__(self) -> None:
         cm = self.class_map

@@ -139,6 +139,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.instances = Gauge(
+            "streamseg_instances",
+            "Instances of each class in the latest frame (instance models: detections at or above the score threshold)",
+            ["stream", "class"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         # Create stage children up front so dashboards see every stage from the first scrape.
         for stage in STAGES:
@@ -155,6 +161,16 @@ class Metrics:
             self.frames_dropped.labels(stream, reason)
         for name in classes:
             self.class_area.labels(stream, name).set(0)
+
+    def add_instances(self, stream: str, classes: list[str]) -> None:
+        """Create a stream's instance-count series at zero (instance models; the background has none)."""
+        for name in classes[1:]:
+            self.instances.labels(stream, name).set(0)
+
+    def set_instances(self, stream: str, counts: Sequence[int], classes: list[str]) -> None:
+        """Record one frame's instance count per class (``counts`` indexed like ``classes``)."""
+        for name, n in zip(classes[1:], counts[1:], strict=True):
+            self.instances.labels(stream, name).set(int(n))
 
     def add_zones(self, stream: str, zones: Sequence[ZoneConfig], classes: list[str]) -> None:
         """Create a stream's zone series at zero (square metres for ground zones only)."""

@@ -66,6 +66,8 @@ def select_backend(
         for name in (n for n in names if n in REGISTRY):
             cls = backend_class(name)
             why = cls.model_unsupported_reason(model) or cls.unavailable_reason(attempt)
+            if model.contract.output.kind == "instances" and not cls.supports_instances:
+                why = "runs no instance models (output.kind instances)"
             if why is None:
                 log.info("backend %s selected%s", name, " (CPU fallback)" if attempt != device else "")
                 options: Any = settings.options(name) if settings is not None else None

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
+from ..instances import InstanceOutput
 from ..schema import Strict
 from ..stages import CpuStage, OverlaySpec, Stage
 
@@ -61,6 +62,8 @@ class Backend(abc.ABC):
     options_description: ClassVar[str] = ""
     # A remote server: never tried by ``backend: auto`` (not allowed in ``prefer``), only when named.
     remote: ClassVar[bool] = False
+    # Runs instance models (contract output kind "instances"): writes ``_infer_instances``.
+    supports_instances: ClassVar[bool] = False
 
     def __init__(
         self, model: LoadedModel, device: str = "auto", threads: int = 0, max_batch: int = 1, options: Any = None
@@ -113,6 +116,8 @@ class Backend(abc.ABC):
 
     # --- the fixed part ----------------------------------------------------------------------
     def __enter__(self) -> Backend:
+        if self.contract.output.kind == "instances" and not self.supports_instances:
+            raise BackendError(f"{self.name}: runs no instance models ({self.model.sidecar}: output.kind instances)")
         inputs, outputs = self._load()
         check_io(self.model, inputs, outputs)
         self._loaded = True
@@ -136,7 +141,38 @@ class Backend(abc.ABC):
         shape = expected_input_shape(self.contract, 1)
         dummy = np.zeros(tuple(d or 1 for d in shape), np.float32)
         for _ in range(runs):
-            self.infer(dummy)
+            if self.contract.output.kind == "instances":
+                self.infer_instances(dummy)
+            else:
+                self.infer(dummy)
+
+    def infer_instances(self, batch: np.ndarray) -> list[InstanceOutput]:
+        """An instance model's ``infer``: the batch checked as ``infer`` checks it, then per frame its
+        detections (boxes, labels, scores, masks), timed as one call."""
+        if not self._loaded:
+            raise BackendError(f"{self.name}: infer_instances() called outside 'with backend:'")
+        if self.contract.output.kind != "instances":
+            raise BackendError(f"{self.name}: infer_instances() on a model whose output is {self.contract.output.kind}")
+        want = expected_input_shape(self.contract, batch.shape[0] if batch.ndim else None)
+        if tuple(batch.shape) != want or batch.dtype != np.float32:
+            raise BackendError(f"{self.name}: expected float32 batch {want}, got {batch.dtype} {batch.shape}")
+        if batch.shape[0] > self.max_batch:
+            raise BackendError(f"{self.name}: batch of {batch.shape[0]} exceeds max_batch {self.max_batch}")
+        start = time.perf_counter()
+        out = self._infer_instances(batch)
+        self.last_seconds = time.perf_counter() - start
+        if len(out) != batch.shape[0]:
+            raise BackendError(f"{self.name}: {batch.shape[0]} frames in, {len(out)} results out")
+        n = self.contract.num_classes
+        for o in out:
+            if o.labels.size and (int(o.labels.max()) >= n or int(o.labels.min()) < 0):
+                bad = int(o.labels.max()) if int(o.labels.min()) >= 0 else int(o.labels.min())
+                raise class_count_error(self.model, bad, "gave class index")
+        return out
+
+    def _infer_instances(self, batch: np.ndarray) -> list[InstanceOutput]:
+        """Per frame of a checked batch, the instance graph's outputs (backends with ``supports_instances``)."""
+        raise BackendError(f"{self.name}: runs no instance models")
 
     @overload
     def infer(self, batch: np.ndarray) -> np.ndarray: ...

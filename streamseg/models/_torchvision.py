@@ -211,6 +211,12 @@ def _register_fallback() -> None:
     _FALLBACK.extend([nms, qnms, roi_align])
 
 
+def _ops_present() -> bool:
+    # a plain function, not a lambda: tracing scripts torchvision's batched NMS, and TorchScript
+    # compiles what it calls from source
+    return True
+
+
 def torchvision() -> Any:
     """The torchvision module, with the ops Mask R-CNN needs whether or not its C++ ops load."""
     if _READY:
@@ -224,8 +230,8 @@ def torchvision() -> Any:
     if _FALLBACK:
         # nms and roi_align ask the extension whether the ops exist; they do now (and roi_align
         # then calls the op, not its torch.compile'd fallback, which would need a C compiler)
-        tv.extension._has_ops = lambda: True  # type: ignore[attr-defined]
-        importlib.import_module("torchvision.ops.roi_align")._has_ops = lambda: True  # type: ignore[attr-defined]
+        tv.extension._has_ops = _ops_present
+        importlib.import_module("torchvision.ops.roi_align")._has_ops = _ops_present  # type: ignore[attr-defined]
     _READY.append(tv)
     return tv
 

@@ -31,7 +31,18 @@ def record(result: SegResult, class_names: list[str]) -> dict[str, object]:
         "class_area_ratio": {n: float(r) for n, r in zip(class_names, result.area_ratio, strict=True)},
         **zone_fields(result, class_names),
         **({"rle": result.rle} if result.rle is not None else {}),
+        **instance_fields(result, class_names),
     }
+
+
+def instance_fields(result: SegResult, class_names: list[str]) -> dict[str, object]:
+    """``instances``: per detection (instance models), its class, score, box [x1, y1, x2, y2] and
+    mask area, both in frame pixels; by decreasing score. Empty for semantic models."""
+    if not result.instances:
+        return {}
+    from ..instances import records
+
+    return {"instances": records(result.instances, class_names, result.frame.size)}
 
 
 def zone_fields(result: SegResult, class_names: list[str]) -> dict[str, object]:

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,3 +160,92 @@ def test_train_two_steps_writes_a_checkpoint_and_an_instance_sidecar(tmp_path: P
     assert state["meta"]["options"]["height"] == 48 and state["meta"]["std"] == (255.0, 255.0, 255.0)
     c = load_model(str(tmp_path / "run" / "last.json")).contract
     assert c.output.kind == "instances" and c.output.boxes == "boxes" and c.input.height == 48
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Any]:
+    """An untrained tiny Mask R-CNN (3 classes, 48x64) checkpoint, its ONNX export, and a dataset."""
+    from streamseg.export import export_onnx
+    from streamseg.models.checkpoint import CheckpointMeta, save_checkpoint
+    from streamseg.train_instances import MEAN, STD
+
+    root = tmp_path_factory.mktemp("maskrcnn")
+    torch.manual_seed(0)
+    options = {**TINY, "height": 48, "width": 64}
+    model = build("maskrcnn", 3, **options)
+    meta = CheckpointMeta(
+        "maskrcnn",
+        3,
+        ["_background_", "left", "right"],
+        [(0, 0, 0), (255, 0, 0), (0, 0, 255)],
+        48,
+        64,
+        options,
+        MEAN,
+        STD,
+    )
+    save_checkpoint(root / "last.pt", model, meta)
+    report = export_onnx(root / "last.pt", root / "m.onnx")
+    return root / "last.pt", root / "m.onnx", write_coco(root / "data"), report
+
+
+@pytest.mark.slow
+def test_export_parity_boxes_scores_masks(exported: tuple[Path, Path, Path, Any]) -> None:
+    import onnx
+
+    from streamseg.contract import load_model
+    from streamseg.export import InstanceParityReport, export_instances
+
+    _, onnx_path, _, report = exported
+    assert isinstance(report, InstanceParityReport) and report.detections > 0
+    assert report.max_box_diff < 0.01 and report.max_score_diff < 1e-4 and report.max_mask_diff < 1e-3
+
+    def ops(graph: onnx.GraphProto) -> set[str]:  # with the subgraphs of If/Loop (batched NMS is scripted)
+        found = set()
+        for node in graph.node:
+            found.add(node.op_type)
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    found |= ops(a.g)
+        return found
+
+    assert {"RoiAlign", "NonMaxSuppression"} <= ops(onnx.load(str(onnx_path)).graph)  # TensorRT 10: native layers
+    c = load_model(str(onnx_path)).contract
+    assert (c.output.kind, c.output.name, c.input.std) == ("instances", "masks", (255.0, 255.0, 255.0))
+    # the gate refuses, writing nothing, when torch and ONNX Runtime disagree beyond its limits
+    with pytest.raises(ModelError, match=r"parity failed.*nothing written"):
+        export_instances(exported[0], onnx_path.parent / "strict.onnx", max_score_diff=-1.0)
+    assert not (onnx_path.parent / "strict.onnx").exists()
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_gives_torchs_instances_and_eval_agrees(exported: tuple[Path, Path, Path, Any]) -> None:
+    from streamseg.backends import select_backend
+    from streamseg.contract import load_model
+    from streamseg.datasets import open_instance_dataset
+    from streamseg.evaluate import evaluate_instances_backend
+    from streamseg.models.checkpoint import load_network
+    from streamseg.preprocess import preprocess
+    from streamseg.train_instances import evaluate_instances
+
+    checkpoint, onnx_path, data, _ = exported
+    model = load_model(str(onnx_path))
+    ds = open_instance_dataset(data)
+    image, _ = ds.load(0)
+    x = preprocess([image, image[:, ::-1].copy()], model.contract.input)
+    net, meta = load_network(checkpoint)
+    net.eval()
+    with select_backend("auto", ["torch", "onnxruntime"], model, "cpu", 0, 2) as engine:
+        assert engine.name == "onnxruntime"  # torch runs no instance models: skipped with its reason
+        outs = engine.infer_instances(x)
+    assert len(outs) == 2
+    for out, item in zip(outs, x, strict=True):
+        with torch.inference_mode():
+            (ref,) = net([torch.from_numpy(item)])
+        assert np.array_equal(out.labels, ref["labels"].numpy())
+        assert np.allclose(out.boxes, ref["boxes"].numpy(), atol=1e-3)
+        assert np.allclose(out.masks, ref["masks"].numpy(), atol=1e-3)
+    # mask AP through the pipeline's backend equals mask AP from the torch model itself
+    via_onnx = evaluate_instances_backend(str(onnx_path), str(data))
+    via_torch = evaluate_instances(net, [ds], meta, torch.device("cpu"))
+    assert (via_onnx.ap, via_onnx.ap50, via_onnx.instances) == pytest.approx((via_torch.ap, via_torch.ap50, 4))
