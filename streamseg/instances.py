@@ -11,10 +11,23 @@ two masks overlap the higher-scoring instance's class wins; pixels no mask cover
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+from .contract import ModelContract
+from .frames import Frame
+from .postprocess import area_ratios
+from .stages import CpuStage, Processed, Stage
+
+if TYPE_CHECKING:
+    from .temporal import TemporalFilter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +149,36 @@ def records(
             }
         )
     return out
+
+
+class InstanceStage(Stage[Any]):
+    """The CPU stage of an instance model: preprocess as ``CpuStage``; postprocess takes what
+    ``Backend.infer_instances`` gives (one :class:`InstanceOutput` per frame), keeps the detections
+    at or above the contract's score threshold and paints the class map the area statistics count.
+    Temporal smoothing of class maps does not apply (instances are per frame)."""
+
+    def __init__(self, contract: ModelContract, temporal: TemporalFilter | None = None) -> None:
+        super().__init__(contract, None)
+        if temporal is not None and temporal.active:
+            log.warning("postprocess.temporal: not applied to instance models (their instances are per frame)")
+        self._cpu = CpuStage(contract)
+
+    @property
+    def description(self) -> str:
+        return "cpu (instances)"
+
+    def preprocess(self, frames: Sequence[Frame]) -> np.ndarray:
+        return self._cpu.preprocess(frames)
+
+    def postprocess(self, frames: Sequence[Frame], output: Any) -> list[Processed]:
+        if not isinstance(output, list) or not all(isinstance(o, InstanceOutput) for o in output):
+            raise TypeError(
+                f"InstanceStage: expected Backend.infer_instances' list of InstanceOutput, got {type(output)}"
+            )
+        o, i = self.contract.output, self.contract.input
+        out = []
+        for result in output:
+            found = select(result, o.score_threshold, o.mask_threshold)
+            cmap = class_map(found, i.height, i.width)
+            out.append(Processed(cmap, area_ratios(cmap, self.contract.num_classes), instances=found))
+        return out

@@ -31,6 +31,7 @@ from .contract import LoadedModel, load_model
 from .errors import ConfigError, OutputError, StreamChangeError, TransientBackendError
 from .events.config import check_event_classes
 from .frames import Batch, Picture, SegResult
+from .instances import counts
 from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
@@ -244,6 +245,8 @@ class Pipeline:
             sources = [Source(s, m, self.max_frames, self._gpu_stage) for s in mine]
             for s in sources:
                 m.add_stream(s.name, c.class_names)
+                if c.output.kind == "instances":
+                    m.add_instances(s.name, c.class_names)
             for sc in mine:
                 m.add_zones(sc.name, sc.zones, c.class_names)
 
@@ -337,6 +340,7 @@ class Pipeline:
         blend = cfg.overlay.mode == "blend" and any(s.wants_overlay for s in self._sinks)
         stage = backend.stage(OverlaySpec(self.palette, cfg.overlay.alpha, blend), self.temporal)
         log.info("pre/post-processing on %s", stage.description)
+        instance_model = c.output.kind == "instances"
         try:
             while not self.stop_event.is_set():
                 self._pass_barriers()  # a removal waits here: no batch in flight holds its stream's frames
@@ -361,7 +365,8 @@ class Pipeline:
                 tensor = stage.preprocess(batch.frames)
                 t1 = time.perf_counter()
                 try:
-                    output = backend.infer(tensor)
+                    # an instance model's stage takes its detections per frame, not one array
+                    output = backend.infer_instances(tensor) if instance_model else backend.infer(tensor)
                 except TransientBackendError as e:  # the backend recovers on its own (a remote server)
                     self._drop_batch(batch, e)
                     continue
@@ -377,7 +382,10 @@ class Pipeline:
                     zones = meter.measure(cmap) if meter is not None else ()
                     if zones:
                         m.set_zones(frame.stream, zones, c.class_names)
-                    results.append(SegResult(frame, cmap, ratios, overlay, zones, self.rle.encode(frame.index, cmap)))
+                    if instance_model:
+                        m.set_instances(frame.stream, counts(p.instances, c.num_classes).tolist(), c.class_names)
+                    rle = self.rle.encode(frame.index, cmap)
+                    results.append(SegResult(frame, cmap, ratios, overlay, zones, rle, p.instances))
                 t3 = time.perf_counter()
                 h_pre.observe(t1 - t0)
                 h_inf.observe(t2 - t1)
@@ -474,6 +482,8 @@ class Pipeline:
         worker: StreamWorker | None = None
         try:
             m.add_stream(sc.name, c.class_names)
+            if c.output.kind == "instances":
+                m.add_instances(sc.name, c.class_names)
             m.add_zones(sc.name, sc.zones, c.class_names)
             tracker = StreamTracker(c.class_names)
             worker = StreamWorker(sc.name, self._sinks, self.palette, new_cfg, m, tracker)

@@ -33,6 +33,7 @@ from .postprocess import area_ratios, to_class_maps
 from .preprocess import preprocess_frames
 
 if TYPE_CHECKING:
+    from .instances import Instance
     from .temporal import TemporalFilter
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Processed:
     class_map: np.ndarray  # uint8 (h, w) class indices at the model's output resolution, C-contiguous
     area_ratio: np.ndarray  # float64 (num_classes,): each class's share of the class map's pixels
     overlay: np.ndarray | None = None  # BGR uint8 (H, W, 3) blended where the frame was; None: the worker draws it
+    instances: tuple[Instance, ...] = ()  # an instance model's detections (the class map is painted from them)
 
     def __post_init__(self) -> None:
         cm, ratios, ov = self.class_map, self.area_ratio, self.overlay

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..contract import LoadedModel, TensorInfo, check_io, class_count_error, expected_input_shape
 from ..errors import BackendError
-from ..instances import InstanceOutput
+from ..instances import InstanceOutput, InstanceStage
 from ..schema import Strict
 from ..stages import CpuStage, OverlaySpec, Stage
 
@@ -133,7 +133,10 @@ class Backend(abc.ABC):
     def stage(self, overlay: OverlaySpec | None = None, temporal: TemporalFilter | None = None) -> Stage[Any]:
         """The pre/post-processing for this backend's ``infer``, once loaded: numpy and OpenCV on
         the host unless the backend overrides it. ``overlay``: for stages that blend where the
-        frames are; ``temporal``: the pipeline's smoothing, None for none."""
+        frames are; ``temporal``: the pipeline's smoothing, None for none. Instance models get the
+        instance stage (``Backend.infer_instances``' outputs -> instances and their class map)."""
+        if self.contract.output.kind == "instances":
+            return InstanceStage(self.contract, temporal)
         return CpuStage(self.contract, temporal)
 
     def warmup(self, runs: int = 2) -> None:

@@ -249,3 +249,44 @@ def test_onnxruntime_backend_gives_torchs_instances_and_eval_agrees(exported: tu
     via_onnx = evaluate_instances_backend(str(onnx_path), str(data))
     via_torch = evaluate_instances(net, [ds], meta, torch.device("cpu"))
     assert (via_onnx.ap, via_onnx.ap50, via_onnx.instances) == pytest.approx((via_torch.ap, via_torch.ap50, 4))
+
+
+@pytest.mark.slow
+def test_pipeline_runs_an_instance_model_into_records_and_metrics(
+    exported: tuple[Path, Path, Path, Any], tmp_path: Path
+) -> None:
+    """streamseg run on an exported Mask R-CNN: each frame's instances in the JSON Lines record, their
+    per-class counts on the metric, and the area ratios those of the class map painted from them."""
+    from streamseg.config import parse_config
+    from streamseg.pipeline import Pipeline
+
+    _, onnx_path, _, _ = exported
+    sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
+    sidecar["output"]["score_threshold"] = 0.0  # an untrained head scores ~1/3: keep everything it finds
+    (tmp_path / "m.json").write_text(json.dumps({**sidecar, "onnx": str(onnx_path)}))
+    cfg = parse_config(f"""
+sources: [{{name: cam, uri: "synthetic://?width=128&height=96&frames=3"}}]
+model: {{path: "{tmp_path / "m.json"}", backend: auto, device: cpu}}
+batch: {{max_batch: 2, max_wait_ms: 5}}
+outputs: [{{type: jsonl, path: "{tmp_path}/stats.jsonl"}}]
+http: {{enabled: false, port: 0}}
+""")
+    pipeline = Pipeline(cfg)
+    summary = pipeline.run()
+    assert summary.frames == {"cam": 3} and "onnxruntime" in summary.backend
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    last = records[-1]["instances"]
+    assert 0 < len(last) <= TINY["detections"]
+    assert [r["score"] for r in last] == sorted((r["score"] for r in last), reverse=True)
+    for r in last:
+        x1, y1, x2, y2 = r["box"]
+        assert r["class"] in ("left", "right") and 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96  # frame pixels
+    text = pipeline.metrics.exposition().decode()
+    for name in ("left", "right"):
+        n = sum(r["class"] == name for r in last)
+        assert f'streamseg_instances{{class="{name}",stream="cam"}} {float(n)}' in text
+    assert 'streamseg_instances{class="_background_"' not in text
+    ratios = records[-1]["class_area_ratio"]  # of the class map painted from the instances' masks
+    painted = {r["class"] for r in last if r["mask_area"] > 0}
+    assert {name for name in ("left", "right") if ratios[name] > 0} <= painted
