@@ -51,7 +51,9 @@ SMALL: dict[str, tuple[dict[str, object], tuple[int, int]]] = {
 
 
 def test_every_network_is_covered() -> None:
-    assert set(SMALL) == set(NETWORKS)
+    # instance networks (Mask R-CNN) export with their own gate: tests/models/test_maskrcnn.py
+    assert set(SMALL) == {name for name, info in NETWORKS.items() if info.task == "semantic"}
+    assert {name for name, info in NETWORKS.items() if info.task != "semantic"} == {"maskrcnn"}
 
 
 def _checkpoint(tmp_path: Path, name: str, classes: int = 3) -> Path:
