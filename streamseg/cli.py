@@ -368,7 +368,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"mask AP                {ap.ap:.4f}")
         print(f"mask AP50              {ap.ap50:.4f}")
         print(f"mask AP75              {ap.ap75:.4f}")
-        print(f"({ap.images} images, {ap.instances} instances)")
+        print(f"({ap.images} images, {ap.instances} instances, {ap.detections} detections)")
         if args.json:
             try:
                 with open(args.json, "w") as f:

@@ -52,8 +52,10 @@ def evaluate_instances_backend(
 ) -> MaskAP:
     """Mask AP (AP, AP50, AP75 by pycocotools) of an instance model (contract output kind
     ``instances``) on an instance dataset (COCO JSON or VOC SegmentationObject), through the
-    pipeline's preprocess and backend: detections at or above the contract's score threshold, masks
-    resized to the image (bilinear probabilities) and thresholded at its mask threshold."""
+    pipeline's preprocess and backend. As COCO scores detectors, every detection the graph gives
+    is ranked by its score (the contract's score threshold is for serving, and would only cut the
+    precision-recall curve short); masks are resized to the image (bilinear probabilities) and
+    thresholded at the contract's mask threshold."""
     import cv2
 
     from .backends import select_backend
@@ -78,9 +80,8 @@ def evaluate_instances_backend(
         for i in range(len(dataset)):
             image, truth = dataset.load(i)
             (out,) = engine.infer_instances(preprocess([image], c.input))
-            keep = out.scores >= o.score_threshold
             h, w = image.shape[:2]
-            probs = (out.masks[:, 0] if out.masks.ndim == 4 else out.masks)[keep]
+            probs = out.masks[:, 0] if out.masks.ndim == 4 else out.masks
             masks = np.array(
                 [
                     cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= o.mask_threshold
@@ -88,5 +89,5 @@ def evaluate_instances_backend(
                 ],
                 np.uint8,
             ).reshape(-1, h, w)
-            acc.update(truth, out.labels[keep], out.scores[keep], masks)
+            acc.update(truth, out.labels, out.scores, masks)
     return acc.result()

@@ -22,6 +22,7 @@ class MaskAP:
     ap75: float
     images: int
     instances: int  # ground-truth instances
+    detections: int = 0  # predicted instances scored
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -30,6 +31,7 @@ class MaskAP:
             "mask_ap75": self.ap75,
             "images": self.images,
             "instances": self.instances,
+            "detections": self.detections,
         }
 
 
@@ -76,7 +78,7 @@ class MaskAPAccumulator:
         coco = require("pycocotools.coco", "rle", "mask AP (streamseg eval of instance models)")
         cocoeval = require("pycocotools.cocoeval", "rle", "mask AP (streamseg eval of instance models)")
         if not self._truth:
-            return MaskAP(-1.0, -1.0, -1.0, len(self._images), 0)
+            return MaskAP(-1.0, -1.0, -1.0, len(self._images), 0, len(self._detections))
         gt = coco.COCO()
         gt.dataset = {
             "images": self._images,
@@ -87,10 +89,11 @@ class MaskAPAccumulator:
             gt.createIndex()
             dt = gt.loadRes(self._detections) if self._detections else coco.COCO()
             if not self._detections:
-                return MaskAP(0.0, 0.0, 0.0, len(self._images), len(self._truth))
+                return MaskAP(0.0, 0.0, 0.0, len(self._images), len(self._truth), 0)
             ev = cocoeval.COCOeval(gt, dt, iouType="segm")
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
         stats = ev.stats
-        return MaskAP(float(stats[0]), float(stats[1]), float(stats[2]), len(self._images), len(self._truth))
+        n = len(self._images), len(self._truth), len(self._detections)
+        return MaskAP(float(stats[0]), float(stats[1]), float(stats[2]), *n)

@@ -248,7 +248,8 @@ def test_onnxruntime_backend_gives_torchs_instances_and_eval_agrees(exported: tu
     # mask AP through the pipeline's backend equals mask AP from the torch model itself
     via_onnx = evaluate_instances_backend(str(onnx_path), str(data))
     via_torch = evaluate_instances(net, [ds], meta, torch.device("cpu"))
-    assert (via_onnx.ap, via_onnx.ap50, via_onnx.instances) == pytest.approx((via_torch.ap, via_torch.ap50, 4))
+    assert via_onnx.detections == via_torch.detections > 0 and via_onnx.instances == 4
+    assert (via_onnx.ap, via_onnx.ap50) == pytest.approx((via_torch.ap, via_torch.ap50))
 
 
 @pytest.mark.slow
