@@ -18,6 +18,7 @@ import numpy as np
 
 from ._deps import require
 from .errors import MissingDependencyError, OutputError, SourceError
+from .yuv import i420_size, planes
 
 SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 _lock = threading.Lock()
@@ -190,6 +191,21 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width & ~1), max(2, height & ~1)
 
 
+def gst_i420(data: np.ndarray) -> bytes:
+    """A packed I420 picture in GStreamer's default I420 layout, whose rows are padded to 4 bytes
+    (luma ``ceil4(W)``, chroma ``ceil4(W / 2)``): the same bytes when W is a multiple of 8, else
+    each plane copied into padded rows (an 852-wide picture sent packed stops x264enc)."""
+    if i420_size(data)[1] % 8 == 0:
+        return np.ascontiguousarray(data).tobytes()
+    parts = []
+    for plane in planes(data):
+        rows, cols = plane.shape
+        padded = np.zeros((rows, (cols + 3) & ~3), np.uint8)
+        padded[:, :cols] = plane
+        parts.append(padded.reshape(-1))
+    return np.concatenate(parts).tobytes()
+
+
 class RtspServer:
     """gst-rtsp-server publishing one H.264 mount per stream (``rtsp://HOST:PORT/STREAM``).
 
@@ -286,7 +302,7 @@ class RtspServer:
             targets = list(self._appsrcs.get(stream, ()))
         if not targets:
             return False
-        data = np.ascontiguousarray(image).tobytes()
+        data = gst_i420(image)
         for appsrc in targets:
             appsrc.emit("push-buffer", self._gst.Buffer.new_wrapped(data))
         return True

@@ -92,3 +92,27 @@ def test_encoder_launch_parses_with_this_gstreamer() -> None:
     launch = gst.encoder_launch(320, 180, 29.97, 1000).strip("() ")
     pipeline = gst._gst_module().parse_launch(launch)
     assert pipeline.get_by_name("src") is not None and pipeline.get_by_name("pay0") is not None
+
+
+@pytest.mark.parametrize("size", [(852, 480), (540, 960), (322, 270), (1280, 720)])
+def test_i420_pushed_in_gstreamers_layout(size: tuple[int, int], need_gst: None) -> None:
+    """appsrc's I420 caps mean GStreamer's strides (rows padded to 4 bytes): a packed 852-wide
+    picture is the wrong size and stops x264enc; gst_i420 lays each plane out where VideoInfo says."""
+    from streamseg.yuv import bgr_to_i420, planes
+
+    gst._gst_module()
+    import gi
+
+    gi.require_version("GstVideo", "1.0")
+    from gi.repository import GstVideo
+
+    w, h = size
+    info = GstVideo.VideoInfo()
+    info.set_format(GstVideo.VideoFormat.I420, w, h)
+    data = bgr_to_i420(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    out = np.frombuffer(gst.gst_i420(data), np.uint8)
+    assert out.size == info.size
+    for plane, stride, offset in zip(planes(data), info.stride, info.offset, strict=False):
+        rows, cols = plane.shape
+        got = out[offset : offset + rows * stride].reshape(rows, stride)[:, :cols]
+        assert np.array_equal(got, plane)

@@ -64,11 +64,16 @@ class RtspSink(Sink):
         stream = result.frame.stream
         if self.cfg.streams is not None and stream not in self.cfg.streams:
             return
-        picture = (picture or Picture.of(result.frame)).scaled(self.cfg.width)
+        picture = picture or Picture.of(result.frame)
         size = self.server.size(stream)
         if size is None:
-            w, h = even_size(picture.size[1], picture.size[0])
+            ph, pw = picture.size
+            if self.cfg.width is not None and pw > self.cfg.width:  # the size scaled() will give
+                ph, pw = max(2, round(ph * self.cfg.width / pw)), self.cfg.width
+            w, h = even_size(pw, ph)
             fps = self.cfg.fps or self._fps_of(stream) or 25.0
+            if self.cfg.max_fps is not None:  # the caps' rate and the keyframe interval follow what is sent
+                fps = min(fps, self.cfg.max_fps)
             url = self.server.publish(stream, w, h, fps, self.cfg.bitrate_kbps)
             log.info("rtsp output: stream %s at %s (%dx%d, %.3g fps)", stream, url, w, h, fps)
             size = (w, h)
@@ -76,10 +81,11 @@ class RtspSink(Sink):
             self._counted.add(stream)
             self._viewers.labels(stream).set_function(lambda: self.server.clients(stream))
         if not self.server.viewers(stream):
-            return  # nobody watches: no encoding
+            return  # nobody watches: no scaling, no encoding
         if not self._due(stream, result.frame.pts):
             return
         start = time.perf_counter()
+        picture = picture.scaled(self.cfg.width)
         h, w = picture.size
         if not (0 <= w - size[0] <= 1 and 0 <= h - size[1] <= 1):
             picture = picture.resized(*size)  # a camera back at another size: the viewers' decoders know the first

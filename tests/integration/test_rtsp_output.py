@@ -145,3 +145,36 @@ http: {{enabled: false}}
     assert not errors, errors
     assert len(frames) >= 30, f"the viewer decoded only {len(frames)} frames"
     assert {f.shape for f in frames} == {(180, 320, 3)}
+
+
+def test_rtsp_output_width_not_a_multiple_of_8_and_max_fps(tmp_path: Path, run_pipeline) -> None:  # type: ignore[no-untyped-def]
+    # an 852-wide mount (GStreamer pads I420 rows to 4 bytes: packed planes stopped x264enc), at
+    # most 10 frames a second of a 25 fps source
+    port = free_port()
+    frames: list[np.ndarray] = []
+    errors: list[BaseException] = []
+    rp = run_pipeline(
+        f"""
+name: w852
+sources:
+  - {{name: cam, uri: "synthetic://?width=1704&height=960&fps=25", realtime: true}}
+model: {{path: selfie_landscape}}
+outputs:
+  - {{type: rtsp, port: {port}, width: 852, max_fps: 10}}
+http: {{enabled: false}}
+"""
+    )
+    viewer = threading.Thread(target=_watch, args=(f"rtsp://127.0.0.1:{port}/cam", frames, errors))
+    viewer.start()
+    deadline = time.monotonic() + 30
+    while len(frames) < 20 and not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started, first = time.monotonic(), len(frames)
+    time.sleep(2.0)
+    rate = (len(frames) - first) / (time.monotonic() - started)
+    rp.stop()
+    viewer.join(30)
+    assert not errors, errors
+    assert len(frames) >= 20, f"the viewer decoded only {len(frames)} frames"
+    assert {f.shape for f in frames} == {(480, 852, 3)}
+    assert 6 <= rate <= 13, f"{rate:.1f} frames a second reached the viewer (max_fps 10 of 25)"
