@@ -75,11 +75,11 @@ class VideoInput:
 
     def frames(self, native: bool = False) -> Iterator[tuple[np.ndarray, float | None]]:
         """(picture, pts seconds) per frame: BGR (H, W, 3); with ``native``, the decoder's own I420
-        planes (uint8 (H * 3 / 2, W), see ``streamseg.yuv``) whenever it decodes to 4:2:0 at an even
-        size, which skips a full-resolution colour conversion per frame. Full-range (JPEG) 4:2:0 and
-        other layouts are converted to BGR as before."""
+        planes (uint8 (H * 3 / 2, W), see ``streamseg.yuv``) whenever they are what ``streamseg.yuv``
+        converts exactly (``_plain_i420``), which skips a full-resolution colour conversion per
+        frame. Other frames are converted to BGR by FFmpeg, by their own colour tags, as before."""
         for frame in self._container.decode(self._stream):
-            if native and frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+            if native and _plain_i420(frame):
                 yield frame.to_ndarray(format="yuv420p"), frame.time
             else:
                 yield frame.to_ndarray(format="bgr24"), frame.time
@@ -109,6 +109,25 @@ def _video_frame(av: Any, image: np.ndarray, pixel_format: str, width: int, heig
     if image.shape[1] != width or image.shape[0] != height:
         image = image[:height, :width]
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+
+
+# AVColorSpace values whose matrix is BT.601, streamseg.yuv's (and OpenCV's): unspecified, which
+# FFmpeg's own BGR conversion also treats as BT.601, BT470BG and SMPTE170M.
+_BT601_SPACES = frozenset({2, 5, 6})
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+
+
+def _plain_i420(frame: Any) -> bool:
+    """4:2:0 at an even size in studio-swing BT.601. A stream tagged BT.709 (common for HD cameras)
+    or full range (MJPEG, some HEVC) keeps today's BGR path: converting it with BT.601 would move
+    saturated colours by up to ~20 levels, and the model would see other colours than before."""
+    return (
+        frame.format.name == "yuv420p"
+        and frame.width % 2 == 0
+        and frame.height % 2 == 0
+        and int(frame.colorspace) in _BT601_SPACES
+        and int(frame.color_range) != _FULL_RANGE
+    )
 
 
 class VideoEncoder:

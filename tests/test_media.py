@@ -166,3 +166,35 @@ def test_keyframes_come_every_keyframe_s_and_the_file_seeks(
         assert c.duration == pytest.approx(4_000_000, abs=40_000)
         c.seek(2_000_000)
         assert next(c.decode(video=0)).time == pytest.approx(50 // gop * gop / 25)  # the keyframe at or before 2 s
+
+
+@pytest.mark.parametrize(
+    ("tags", "native"),
+    [({}, True), ({"colorspace": 5, "color_range": 1}, True), ({"colorspace": 1}, False), ({"color_range": 2}, False)],
+)
+def test_native_frames_are_i420_only_where_yuv_converts_them_exactly(
+    tmp_path: Path, tags: dict[str, int], native: bool
+) -> None:
+    """BT.709-tagged or full-range video keeps FFmpeg's own BGR conversion: streamseg.yuv's
+    BT.601 studio-swing matrix would give the model other colours than before."""
+    import av
+
+    path = tmp_path / "tagged.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for key, value in tags.items():
+            setattr(s.codec_context, key, value)
+        for i in range(3):
+            img = np.full((48, 64, 3), (40 * i, 200, 30), np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    video = VideoInput(str(path))
+    try:
+        got = [image for image, _ in video.frames(native=True)]
+    finally:
+        video.close()
+    want_shape = (72, 64) if native else (48, 64, 3)
+    assert len(got) == 3 and all(g.shape == want_shape for g in got)
