@@ -248,7 +248,10 @@ class PacketEncoder:
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         ctx.time_base = Fraction(1, 1000)
         ctx.gop_size = 10_000  # keyframes come from keyframe_s on the pts clock, whatever the frame rate
-        ctx.options = codec.options(crf)
+        options = codec.options(crf)
+        if not codec.hardware:
+            options["threads"] = "1"  # clips are small (640 wide by default) and run for every stream, always
+        ctx.options = options
         self._ctx = ctx
         self._av = av
         self._keyframe_s = keyframe_s

@@ -62,14 +62,22 @@ class StreamClips:
             self._encoder, self._ring = None, deque()
         self._last_pts = pts
         small = picture.scaled(self.cfg.width)
-        image = small.i420()  # what x264 takes: no conversion at all for decoded video
+        enc = self._encoder
+        if enc is not None:
+            h, w = small.size
+            if not (0 <= w - enc.width <= 1 and 0 <= h - enc.height <= 1):
+                # a camera back at another size: the ring's packets and open clips are of the first
+                small = small.resized(enc.width, enc.height)
         height, width = small.size
         try:
-            if self._encoder is None:
+            if enc is None:
                 codec = choose_h264("auto")
-                self._encoder = PacketEncoder(width, height, self.cfg.crf, self.cfg.keyframe_s, codec)
-            packets = self._encoder.encode(image, pts, "yuv420p")
-        except Exception as e:  # FFmpeg: clips stop for this stream, events go on
+                enc = self._encoder = PacketEncoder(width, height, self.cfg.crf, self.cfg.keyframe_s, codec)
+            # what x264 takes: no conversion at all for decoded video
+            packets = enc.encode(small.i420(), pts, "yuv420p")
+        except Exception as e:  # FFmpeg: this stream's clips start over with a new encoder, events go on
+            self.close()
+            self._encoder, self._ring = None, deque()
             self._fail(f"encoding: {describe_error(e)}")
             return
         for p in packets:

@@ -23,7 +23,7 @@ from streamseg.events.config import EventsConfig
 from streamseg.events.rules import RuleState
 from streamseg.events.sink import EventsSink
 from streamseg.frames import Frame, Picture, SegResult
-from streamseg.media import count_frames
+from streamseg.media import VideoInput, count_frames
 from streamseg.metrics import Metrics
 from tests.support.mqtt import Mosquitto, Subscriber, free_port, mosquitto_binary
 
@@ -317,3 +317,28 @@ def test_an_event_clip_runs_from_pre_s_before_the_start_to_post_s_after_the_end(
     assert [i for _, i in frames] == list(range(first, last + 1))  # whole: no frame missing
     assert frames[0][0] == 0.0 and frames[-1][0] == pytest.approx((last - first) / 10, abs=0.002)
     assert m.registry.get_sample_value("streamseg_events_failed_total", {"sink": "clip"}) == 0
+
+
+def test_a_clip_goes_on_when_the_camera_comes_back_at_another_size(tmp_path: Path) -> None:
+    # the ring's encoder keeps its first size: later frames are resized to it (they were refused,
+    # with an ERROR per frame, and no clip was written); I420 frames as decoded video gives them
+    from streamseg.yuv import bgr_to_i420
+
+    m = Metrics()
+    clips = {"path": str(tmp_path / "clips"), "pre_s": 1, "post_s": 1, "width": 64}
+    sink = EventsSink(events_cfg(tmp_path, jsonl=str(tmp_path / "e.jsonl"), clips=clips), CLASSES, m, ["a"])
+    values = [0.0] * 20 + [0.5] * 20 + [0.0] * 20
+    for i, v in enumerate(values):
+        size = (48, 64) if i < 25 else (90, 160)  # 4:3, then 16:9 and larger
+        frame = bgr_to_i420(np.full((*size, 3), 20 * (i % 10), np.uint8))
+        sink.write(result(i, v), Picture(frame, "yuv420p"))
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["frame"]) for r in lines] == [("start", 20), ("end", 40)]
+    assert m.registry.get_sample_value("streamseg_events_failed_total", {"sink": "clip"}) == 0
+    video = VideoInput(lines[0]["clip"])
+    try:
+        assert (video.info.width, video.info.height) == (64, 48)
+        assert sum(1 for _ in video.frames()) >= 30  # from 1 s before the start to 1 s after the end
+    finally:
+        video.close()
