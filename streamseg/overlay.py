@@ -9,7 +9,7 @@ cost page faults on every frame).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -446,29 +446,38 @@ def _stroke_zone(
     cv2.putText(image, name, at, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thick // 2 + 1), cv2.LINE_AA)
 
 
-def _shifted(stroke: Callable[..., None]) -> Callable[[np.ndarray, int, int], None]:
-    def draw(roi: np.ndarray, dx: int, dy: int) -> None:
-        stroke(roi, dx=dx, dy=dy)
-
-    return draw
-
-
 def draw_zones_i420(data: np.ndarray, zones: Sequence[tuple[str, Sequence[tuple[float, float]]]]) -> np.ndarray:
-    """``draw_zones`` on an I420 picture: each zone's bounding box (label included) goes through BGR
-    and back, so outlines and labels look as they do on BGR frames. In place."""
+    """``draw_zones`` on an I420 picture, in place: each outline is drawn on the planes themselves
+    (luma at full, chroma at half resolution, in the colour's Y, U and V), so a zone as large as the
+    frame costs what it costs on BGR; only the label's small box goes through BGR and back."""
     h, w = i420_size(data)
+    y, u, v = planes(data)
     for name, color, p, org, font, thick in _zone_strokes(zones, h, w):
-        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, thick // 2 + 1))
-        m = thick + 2  # line width, and antialiasing
-        x0 = int(np.floor(min(p[:, 0].min(), org[0]))) - m
-        y0 = int(np.floor(min(p[:, 1].min(), org[1] - th))) - m
-        x1 = int(np.ceil(max(p[:, 0].max(), org[0] + tw))) + m + 1
-        y1 = int(np.ceil(max(p[:, 1].max(), org[1] + base))) + m + 1
-        x0, y0 = max(0, x0), max(0, y0)
-
-        stroke = functools.partial(_stroke_zone, name=name, color=color, p=p, org=org, font=font, thick=thick)
-        edit_as_bgr(data, (x0, y0, min(w, x1), min(h, y1)), _shifted(stroke))
+        yy, uu, vv = (int(c) for c in bgr_colors_to_yuv(np.array([color], np.uint8))[0])
+        cv2.polylines(y, [np.round(p * 16).astype(np.int32).reshape(-1, 1, 2)], True, yy, thick, cv2.LINE_8, shift=4)
+        half = np.round(((p + 0.5) / 2 - 0.5) * 16).astype(np.int32).reshape(-1, 1, 2)  # pixel centres at half size
+        for plane, value in ((u, uu), (v, vv)):
+            cv2.polylines(plane, [half], True, value, max(1, round(thick / 2)), cv2.LINE_8, shift=4)
+        text_thick = max(1, thick // 2 + 1)
+        (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font, text_thick)
+        box = (org[0] - 2, org[1] - th - 2, org[0] + tw + 2, org[1] + base + 2)
+        label = functools.partial(_label, name=name, org=org, font=font, color=color, thick=text_thick)
+        edit_as_bgr(data, (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])), label)
     return data
+
+
+def _label(
+    roi: np.ndarray,
+    dx: int,
+    dy: int,
+    *,
+    name: str,
+    org: tuple[int, int],
+    font: float,
+    color: tuple[int, int, int],
+    thick: int,
+) -> None:
+    cv2.putText(roi, name, (org[0] - dx, org[1] - dy), cv2.FONT_HERSHEY_SIMPLEX, font, color, thick, cv2.LINE_AA)
 
 
 def draw_zone_outlines(
