@@ -304,3 +304,25 @@ def test_width_scales_the_recording_in_its_own_pixel_format(tmp_path: Path) -> N
     finally:
         video.close()
     assert read_numbers(tmp_path / "cam.mp4") == [0, 1, 2, 3, 4]
+
+
+def test_auto_encoder_goes_on_with_x264_when_nvenc_does_not_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NVENC that passed the start-up probe but does not open for this file (a consumer GPU's session
+    # limit): here h264_nvenc really fails to open (no CUDA driver), as it would there
+    from streamseg.encoders import NVENC, EncoderChoice
+
+    cfg = VideoOutput(type="video", path=str(tmp_path / "{stream}.mp4"))
+    sink = VideoSink(cfg, lambda _: FPS, Metrics())
+    sink.write(result("cam", 0), None)  # the recording exists now; its next file would be NVENC
+    rec = sink._recordings["cam"]
+    rec._finalize()
+    rec.encoder, rec.codec = None, EncoderChoice(NVENC, "forced by the test")
+    try:
+        for i in range(1, 10):
+            sink.write(result("cam", i), None)
+    finally:
+        sink.close()
+    assert "NVENC failed" in caplog.text
+    assert read_numbers(tmp_path / "cam-2.mp4") == list(range(1, 10))

@@ -8,6 +8,7 @@ each one finalized as the next begins, and ``retention`` deleting the oldest fil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from ..encoders import choose_h264
+from ..encoders import NVENC, choose_h264
 from ..errors import OutputError
 from ..frames import Picture, SegResult
 from ..media import VideoEncoder, describe_error
@@ -238,7 +239,28 @@ class _Recording:
         try:
             enc.write(picture.data, pts - self._segment_pts, picture.pixel_format)
         except Exception as e:  # FFmpeg errors: disk full, bad size
-            raise OutputError(f"video output {self.path}: {describe_error(e)}") from None
+            if not (enc.codec == NVENC and enc.frames_written == 0 and self.cfg.encoder == "auto"):
+                raise OutputError(f"video output {self.path}: {describe_error(e)}") from None
+            # NVENC probed fine but this session did not open (a consumer GPU's session limit):
+            # auto never fails for lack of NVENC, so this recording goes on with libx264
+            log.warning("video output %s: NVENC failed (%s); libx264 for this file", self.path, describe_error(e))
+            self._discard_open_file()
+            self.codec = choose_h264("x264")
+            self.write(picture, pts, wall_time)
+
+    def _discard_open_file(self) -> None:
+        """Drop the file just opened and not written to (so the next open reuses its name)."""
+        enc, path = self.encoder, self.path
+        self.encoder = None
+        if enc is not None:
+            with contextlib.suppress(Exception):
+                enc.close()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if self.files and self.files[-1] == path:
+                self.files.pop()
+            self._taken.discard(path)
 
     def _open(self, picture: Picture, pts: float, wall_time: float) -> VideoEncoder:
         path = self._next_path(wall_time)
