@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -66,12 +67,22 @@ def choose_h264(preference: Preference = "auto") -> EncoderChoice:
     return choice
 
 
-@functools.cache
 def nvenc_unavailable_reason() -> str | None:
     """None when PyAV's FFmpeg has h264_nvenc and it encodes a 256x144 frame; else why not, one line.
 
     Cached: the answer does not change while the process runs, and each probe loads the driver.
+    Under a lock: the probe changes FFmpeg's process-wide log level, and two stream workers opening
+    their first recording at once must not restore each other's.
     """
+    with _PROBE_LOCK:
+        return _probe_nvenc()
+
+
+_PROBE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _probe_nvenc() -> str | None:
     from ._deps import require
 
     av: Any = require("av", None, "video encoding")

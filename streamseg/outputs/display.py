@@ -47,7 +47,9 @@ class DisplaySink(Sink):
         if picture is None:
             return
         with contextlib.suppress(queue.Full):  # a slow screen must not slow the pipeline
-            self._queue.put_nowait((result.frame.stream, picture.bgr().copy()))
+            # a BGR picture is the worker's buffer, reused for the next frame: the window needs its own copy
+            image = picture.bgr() if picture.pixel_format != "bgr24" else picture.bgr().copy()
+            self._queue.put_nowait((result.frame.stream, image))
 
     def _show(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -14,6 +14,10 @@ from .base import Reader
 
 class AvReader:
     def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool) -> None:
+        # Decoder threads left at FFmpeg's default (slice threading): for the usual unsliced H.264 it
+        # decodes on one thread, which costs the least CPU per frame; frame threading lowers the wall
+        # time of one stream by spending more CPU and a frame of latency per thread, and streams
+        # already decode in parallel, one reader thread each (docs/benchmarks.md, "Decoder threads").
         self._input = VideoInput(target, options, timeout)
         self.fps = self._input.info.fps
         self.frame_count = None if loop else self._input.info.frames  # as the container states it
