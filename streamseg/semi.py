@@ -459,7 +459,7 @@ def make_objective(
     scale: tuple[float, float],
     flip: bool,
     batch_size: int,
-    total_steps: int,
+    semi_start: int,
     spec: InputSpec,
     device: torch.device,
 ) -> Objective | None:
@@ -501,7 +501,7 @@ def make_objective(
                 + (" (--option fixed_upsampling=True freezes them)" if network.startswith("fcn") else "")
             )
         return SoulyObjective(pool, network, num_classes, options, crop, device)
-    return HungObjective(pool, num_classes, device, semi_start=total_steps // 4)
+    return HungObjective(pool, num_classes, device, semi_start)
 
 
 def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

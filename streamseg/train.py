@@ -62,6 +62,7 @@ class TrainConfig:
     unlabeled: list[str] = field(default_factory=list)  # folders of images without masks
     semi: str | None = None  # souly | hung, with unlabeled
     image_labelled: list[str] = field(default_factory=list)  # datasets whose masks give image-level labels only
+    semi_start: float = 0.25  # hung: fraction of the steps before self-training starts (paper: 5,000 of 20,000)
 
 
 def _to_tensor(images: list[np.ndarray], spec: InputSpec) -> torch.Tensor:
@@ -116,6 +117,8 @@ def train(cfg: TrainConfig) -> Scores | MaskAP:
     if names is None:
         raise ConfigError(f"dataset {datasets[0].root}: class_names.txt is required for training")
     num_classes = len(names)
+    if not 0 <= cfg.semi_start <= 1:
+        raise ConfigError(f"semi_start: a fraction of the steps, 0..1, got {cfg.semi_start}")
     if info.fixed_input and cfg.size != info.input_size:
         raise ConfigError(f"{cfg.network} works only at {info.input_size[0]}x{info.input_size[1]} (--size)")
     torch.manual_seed(cfg.seed)  # the initial weights; each epoch reseeds below
@@ -158,7 +161,7 @@ def train(cfg: TrainConfig) -> Scores | MaskAP:
         cfg.scale,
         cfg.flip,
         cfg.batch_size,
-        total_steps,
+        round(total_steps * cfg.semi_start),
         spec,
         device,
     )

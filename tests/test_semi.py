@@ -155,6 +155,24 @@ def test_resume_in_a_semi_supervised_mode_goes_on_as_an_unbroken_run(
     assert a["loss"] == b["loss"]
 
 
+def test_hung_self_training_starts_after_semi_start_steps() -> None:
+    from streamseg.contract import InputSpec
+    from streamseg.semi import HungObjective, _Unlabelled
+
+    spec = InputSpec(name="input", layout="NCHW", height=H, width=W, color="RGB", mean=(0, 0, 0), std=(1, 1, 1))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (H, W, 3), dtype=np.uint8) for _ in range(2)]
+    pool = _Unlabelled(images, 2, spec, (H, W), (1.0, 1.0), False, torch.device("cpu"))
+    objective = HungObjective(pool, 3, torch.device("cpu"), semi_start=1)
+    model = build("segnet", 3, base_channels=4)
+    x, y = torch.randn(2, 3, H, W), torch.randint(0, 3, (2, H, W))
+    objective.loss(model, x, y, rng)
+    assert objective.last["semi"] == 0.0  # step 0: not yet
+    objective.after_step(model)
+    objective.loss(model, x, y, rng)
+    assert objective.last["semi"] > 0  # step 1: an untrained discriminator is confident enough (> 0.2) everywhere
+
+
 def test_fake_terms() -> None:
     logits = torch.zeros(1, 4, 1, 2)
     logits[0, 3, 0, 0] = 20.0  # pixel 0: surely fake; pixel 1: p_fake = 1/4
