@@ -13,7 +13,9 @@ training loop, schedule, checkpoints and evaluation are the same as for plain tr
   segmentation network itself with K + 1 outputs, the last one "fake". Its loss per pixel:
   cross-entropy over the K + 1 outputs on labelled pixels, -log(1 - p_fake) on unlabelled real
   images, -log p_fake on generated ones. The generator minimises -log(1 - p_fake) on its images
-  (the non-saturating form). The checkpoint holds the plain K-class network: the fake class's
+  (the non-saturating form). Generated batches go through the network with its batch norm's
+  running statistics frozen (:func:`frozen_bn_statistics`): those statistics are what it will
+  segment real frames with. The checkpoint holds the plain K-class network: the fake class's
   output channel is sliced off (:func:`drop_fake_class`), which is exact for networks whose layers
   after the classifier keep classes apart, checked numerically; a network with a trainable
   class-to-class layer (FCN's learned x2 upsampling) is refused before training starts.
@@ -33,7 +35,9 @@ No torch at import time of ``streamseg``: this module is imported by ``streamseg
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -160,6 +164,25 @@ class Generator(nn.Module):
         return x[:, :, : self.size[0], : self.size[1]]
 
 
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm still normalises with the batch's statistics but leaves its running ones alone.
+
+    The discriminator is the network that will segment real frames with those running statistics,
+    so batches of generated images must not move them (measured: with them, the exported LinkNet
+    labelled every pixel of the street frames as one class).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = running * (1 - 0) + batch * 0: unchanged
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+
+
 def _fake_terms(logits: Tensor) -> tuple[Tensor, Tensor]:
     """Per pixel (-log p_fake, -log(1 - p_fake)) for (N, K + 1, H, W) logits whose last channel is "fake"."""
     everything = torch.logsumexp(logits, dim=1)
@@ -252,13 +275,15 @@ class SoulyObjective:
         xu = self.unlabelled.draw(rng)
         with torch.no_grad():
             fake = self.generator(self._noise(xu.shape[0]))
-        out, aux = _main(model(torch.cat([x, xu, fake])))
-        n, nu = x.shape[0], xu.shape[0]
+        out, aux = _main(model(torch.cat([x, xu])))
+        with frozen_bn_statistics(model):
+            out_fake, _ = _main(model(fake))
+        n = x.shape[0]
         labelled = F.cross_entropy(out[:n], y, ignore_index=IGNORE_INDEX)
         if aux is not None:
             labelled = labelled + 0.4 * F.cross_entropy(aux[:n], y, ignore_index=IGNORE_INDEX)
-        _, real_not_fake = _fake_terms(out[n : n + nu])
-        is_fake, _ = _fake_terms(out[n + nu :])
+        _, real_not_fake = _fake_terms(out[n:])
+        is_fake, _ = _fake_terms(out_fake)
         loss = labelled + real_not_fake.mean() + is_fake.mean()
         self.last = {
             "labelled": float(labelled),
@@ -268,7 +293,8 @@ class SoulyObjective:
         return loss
 
     def after_step(self, model: nn.Module) -> None:
-        out, _ = _main(model(self.generator(self._noise(self.batch))))
+        with frozen_bn_statistics(model):
+            out, _ = _main(model(self.generator(self._noise(self.batch))))
         _, looks_real = _fake_terms(out)
         self.g_optimizer.zero_grad(set_to_none=True)
         looks_real.mean().backward()  # type: ignore[no-untyped-call]

@@ -173,6 +173,20 @@ def test_hung_self_training_starts_after_semi_start_steps() -> None:
     assert objective.last["semi"] > 0  # step 1: an untrained discriminator is confident enough (> 0.2) everywhere
 
 
+def test_generated_batches_leave_batch_norm_running_statistics_alone() -> None:
+    from streamseg.semi import frozen_bn_statistics
+
+    torch.manual_seed(0)
+    model = build("segnet", 4, base_channels=4).train()
+    bn = model.conv1_1.bn
+    before = bn.running_mean.clone()
+    with frozen_bn_statistics(model):
+        model(torch.randn(2, 3, H, W) * 5 + 3)
+    assert torch.equal(bn.running_mean, before) and bn.momentum == 0.1
+    model(torch.randn(2, 3, H, W) * 5 + 3)
+    assert not torch.equal(bn.running_mean, before)
+
+
 def test_fake_terms() -> None:
     logits = torch.zeros(1, 4, 1, 2)
     logits[0, 3, 0, 0] = 20.0  # pixel 0: surely fake; pixel 1: p_fake = 1/4
