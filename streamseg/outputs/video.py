@@ -79,11 +79,12 @@ class VideoOutput(OutputConfig):
         "otherwise (H100/H200/A100 have none); nvenc = NVENC or refuse to start; x264 = libx264",
     )
     threads: int = Field(
-        0,
+        1,
         ge=0,
         le=64,
-        description="libx264 threads per stream; 0 = x264's choice (under zerolatency one slice per core: "
-        "lowest latency for one big stream); 1 spends less CPU per frame when streams outnumber cores",
+        description="libx264 threads per stream: 1 (each stream's encoder runs on its own thread already; "
+        "measured: more fps and less CPU than x264's own threads with 2 streams of 1080p on 2 cores); "
+        "0 = x264's choice (slice threads, one per core: for one large stream that needs more than a core)",
     )
     streams: list[str] | None = Field(None, description="only these streams; null = all")
     container: Literal["fragmented", "standard"] = Field(
