@@ -39,9 +39,7 @@ SIZES = {"640x272": (640, 272), "1280x720": (1280, 720), "1920x1080": (1920, 108
 def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, args.code)
     import gc
-
-    if args.gc == "default":  # to measure what the pipeline's GC settings are worth
-        gc.freeze = lambda: None
+    import threading
 
     from streamseg.config import PipelineConfig
     from streamseg.pipeline import Pipeline
@@ -64,10 +62,19 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             "http": {"enabled": False},
         }
     )
-    t0, c0 = time.perf_counter(), time.process_time()
     p = Pipeline(cfg, max_frames=args.frames)  # per stream
-    summary = p.run()
+    done: list[Any] = []
+    runner = threading.Thread(target=lambda: done.append(p.run()))
+    runner.start()
+    # timed from the moment every stage runs: start-up (model load, warm-up) is not throughput, and
+    # at 640x272 it would be a third of the run
+    p.ready.wait()
+    if args.gc == "freeze":  # what freezing start-up's objects out of the collector is worth
+        gc.freeze()
+    t0, c0 = time.perf_counter(), time.process_time()
+    runner.join()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    summary = done[0]
     frames = sum(summary.frames.values())
     if summary.failed or frames == 0:
         raise SystemExit(f"pipeline run failed: {summary.failed or 'no frames'}")
@@ -207,7 +214,7 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--mode", default="overlay", choices=["overlay", "jsonl"])
     ap.add_argument("--frames", type=int, default=250)
-    ap.add_argument("--gc", default="pipeline", choices=["pipeline", "default"])
+    ap.add_argument("--gc", default="default", choices=["default", "freeze"])
     ap.add_argument("--x264-threads", type=int)
     ap.add_argument("--tmp")
     ap.add_argument("--baseline", default="974f83a", help="git revision to compare with")
@@ -232,7 +239,7 @@ def main() -> int:
         ("before", "overlay", base, {}),
         ("after", "overlay", REPO, {}),
         ("after, x264 threads 0 (x264's own)", "overlay", REPO, {"x264_threads": 0}),
-        ("after, GC default", "overlay", REPO, {"gc": "default"}),
+        ("after, gc.freeze() at start", "overlay", REPO, {"gc": "freeze"}),
         ("before", "jsonl", base, {}),
         ("after", "jsonl", REPO, {}),
     ]
@@ -311,7 +318,8 @@ def render_report(
         f"Each run is a fresh process: `Pipeline(cfg).run()` over the clip scaled to the size shown, "
         "`realtime: false`, onnxruntime with 1 thread, batch up to 4, blend + legend, video "
         "(libx264 ultrafast, fragmented MP4) + JSON Lines, or JSON Lines only. fps = frames of all "
-        "streams / wall time (start-up included); CPU = process CPU time (all threads) per frame. "
+        "streams / wall time from the moment every stage runs (start-up excluded); CPU = process CPU time "
+        "(all threads) per frame over the same span. "
         f"{args.rounds} rounds, the kinds interleaved within each round; medians.",
         "",
         "### 1920x1080, 2 streams",
@@ -341,11 +349,12 @@ def render_report(
             f"fps after / before = {fps_a / fps_b:.2f}x; W = {w:.2f} ms, so cores / W = {cores / (w / 1000):.1f} fps "
             f"and the pipeline reaches **{eff:.2f}** of it (target ≥ 0.85: {'met' if eff >= 0.85 else 'NOT met'})."
         )
-    gc_default = med([x["cpu_ms"] for x in runs[("after, GC default", "overlay")]])
+    frozen = med([x["cpu_ms"] for x in runs[("after, gc.freeze() at start", "overlay")]])
     after = med([x["cpu_ms"] for x in runs[("after", "overlay")]])
     lines += [
-        f"- Garbage collector: the pipeline freezes the objects alive at start-up (`gc.freeze()`); "
-        f"without it (`--gc default`) CPU per frame is {gc_default:.2f} ms vs {after:.2f} ms.",
+        f"- Garbage collector: with `gc.freeze()` once every stage runs (start-up's objects out of the "
+        f"collector's generations) CPU per frame is {frozen:.2f} ms against {after:.2f} ms with Python's "
+        "defaults, which the pipeline keeps.",
         "",
         "W, stage by stage (ms per frame, median of the rounds; decode and encode with the pipeline's settings):",
         "",

@@ -13,7 +13,6 @@ its queue to or take it from the batcher; the other streams never wait on it.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import queue
 import threading
@@ -286,7 +285,6 @@ class Pipeline:
             if hub is not None:
                 m.live_viewers.set_function(hub.viewers)
             status_done = threading.Event()
-            frozen = False
             try:
                 if self.http is not None:
                     self.http.start()
@@ -297,18 +295,11 @@ class Pipeline:
                     batcher.add(s.name, s.queue)
                     s.start()
                 self._batcher, self._sinks, self._hub = batcher, sinks, hub  # runtime changes may begin
-                # What start-up built (the model, modules, config) lives for the whole run: out of the
-                # collector's generations, every full collection stops walking it (the loop's threads
-                # wait on the GIL while one runs). Measured in docs/benchmarks.md.
-                gc.freeze()
-                frozen = True
                 self.ready.set()
                 if self.status_interval > 0:  # on its own clock: a stalled stage must not silence it
                     threading.Thread(target=self._log_status, args=(status_done,), name="status", daemon=True).start()
                 self._loop(backend, batcher)
             finally:
-                if frozen:  # a program running pipelines one after another collects each one's cycles
-                    gc.unfreeze()
                 status_done.set()
                 self._loop_ended.set()  # a change waiting on the loop stops waiting (it ended by itself)
                 with self._change:  # a change under way finishes first; none starts after this
