@@ -13,12 +13,11 @@ from .base import Reader
 
 
 class AvReader:
-    def __init__(self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool) -> None:
-        # Decoder threads left at FFmpeg's default (slice threading): for the usual unsliced H.264 it
-        # decodes on one thread, which costs the least CPU per frame; frame threading lowers the wall
-        # time of one stream by spending more CPU and a frame of latency per thread, and streams
-        # already decode in parallel, one reader thread each (docs/benchmarks.md, "Decoder threads").
-        self._input = VideoInput(target, options, timeout)
+    def __init__(
+        self, target: str, options: dict[str, str], timeout: tuple[float, float] | None, loop: bool, threads: int = 1
+    ) -> None:
+        # threads: the source's decode_threads (1 by default: docs/benchmarks.md, "Decoder threads")
+        self._input = VideoInput(target, options, timeout, threads=threads)
         self.fps = self._input.info.fps
         self.frame_count = None if loop else self._input.info.frames  # as the container states it
         self._loop = loop
@@ -41,4 +40,4 @@ class AvReader:
 
 
 def open_file(uri: SourceURI, cfg: SourceConfig) -> Reader:
-    return AvReader(uri.target, {}, None, cfg.loop)
+    return AvReader(uri.target, {}, None, cfg.loop, cfg.decode_threads)

@@ -11,4 +11,4 @@ from .file import AvReader
 def open_rtsp(uri: SourceURI, cfg: SourceConfig) -> Reader:
     t = cfg.timeouts
     # TCP: UDP loses packets on busy networks and smears frames.
-    return AvReader(uri.target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False)
+    return AvReader(uri.target, {"rtsp_transport": "tcp"}, (t.open_s, t.read_s), False, cfg.decode_threads)
