@@ -68,7 +68,9 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     runner.start()
     # timed from the moment every stage runs: start-up (model load, warm-up) is not throughput, and
     # at 640x272 it would be a third of the run
-    p.ready.wait()
+    while not p.ready.wait(0.1):
+        if not runner.is_alive():  # start-up failed: its traceback is on stderr
+            raise SystemExit("pipeline did not start")
     if args.gc == "freeze":  # what freezing start-up's objects out of the collector is worth
         gc.freeze()
     t0, c0 = time.perf_counter(), time.process_time()

@@ -23,6 +23,7 @@ from .contract import ModelContract
 from .frames import Frame
 from .postprocess import area_ratios
 from .stages import CpuStage, Processed, Stage
+from .yuv import edit_as_bgr, i420_size
 
 if TYPE_CHECKING:
     from .temporal import TemporalFilter
@@ -127,6 +128,30 @@ def draw_outlines(
         r, g, b = (int(v) for v in colors[inst.label])
         cv2.drawContours(image, contours, -1, (b, g, r), thickness, lineType=cv2.LINE_AA)
     return image
+
+
+def draw_outlines_i420(
+    data: np.ndarray, instances: tuple[Instance, ...], colors: np.ndarray, thickness: int = 2
+) -> np.ndarray:
+    """``draw_outlines`` on a packed I420 picture, in place: each outline is drawn in BGR on a copy of
+    its own bounding box only (``yuv.edit_as_bgr``), so the frame is never converted whole."""
+    h, w = i420_size(data)
+    for inst in instances:
+        mask: np.ndarray = inst.mask.astype(np.uint8)
+        if mask.shape != (h, w):
+            mask = np.asarray(cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT))
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        x, y, bw, bh = cv2.boundingRect(np.concatenate(contours))
+        r, g, b = (int(v) for v in colors[inst.label])
+        m = thickness + 1  # the line's width and antialiasing reach past the contour
+
+        def draw(roi: np.ndarray, dx: int, dy: int, c: Any = contours, color: tuple[int, int, int] = (b, g, r)) -> None:
+            cv2.drawContours(roi, c, -1, color, thickness, lineType=cv2.LINE_AA, offset=(-dx, -dy))
+
+        edit_as_bgr(data, (max(0, x - m), max(0, y - m), min(w, x + bw + m), min(h, y + bh + m)), draw)
+    return data
 
 
 def records(

@@ -9,7 +9,7 @@ cost page faults on every frame).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -485,13 +485,24 @@ def draw_zone_outlines(
 ) -> None:
     """Zone outlines on an output picture, in place, whatever its pixel format; side by side, on the
     blend (the right half), so the original stays untouched."""
+    draw_on(picture, side_by_side, lambda image: draw_zones(image, zones), lambda data: draw_zones_i420(data, zones))
+
+
+def draw_on(
+    picture: Picture,
+    side_by_side: bool,
+    on_bgr: Callable[[np.ndarray], object],
+    on_i420: Callable[[np.ndarray], object],
+) -> None:
+    """Draw on an output picture in place with the function for its pixel format; side by side, only
+    on the blend (the right half)."""
     data = picture.data
     if picture.pixel_format == "bgr24":
-        draw_zones(data[:, data.shape[1] // 2 :] if side_by_side else data, zones)
+        on_bgr(data[:, data.shape[1] // 2 :] if side_by_side else data)
     elif side_by_side:
         w = picture.size[1]
         right = crop_i420(data, w // 2, w)
-        draw_zones_i420(right, zones)
+        on_i420(right)
         paste_i420(data, right, w // 2)
     else:
-        draw_zones_i420(data, zones)
+        on_i420(data)

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from pydantic import ValidationError
 
 from . import __version__
@@ -30,11 +31,11 @@ from .contract import LoadedModel, load_model
 from .errors import ConfigError, OutputError, StreamChangeError, TransientBackendError
 from .events.config import check_event_classes
 from .frames import Batch, Picture, SegResult
-from .instances import counts
+from .instances import Instance, counts, draw_outlines, draw_outlines_i420
 from .media import describe_error
 from .metrics import Metrics
 from .outputs import Sink, build_sinks
-from .overlay import Palette, Scratch, draw_legend, draw_zone_outlines, make_palette, render
+from .overlay import Palette, Scratch, draw_legend, draw_on, draw_zone_outlines, make_palette, render, zone_thickness
 from .postprocess import Smoother
 from .preflight import check_overlay
 from .rle import RleEncoder
@@ -44,6 +45,7 @@ from .sources import Source
 from .stages import OverlaySpec
 from .status import StreamStatus, StreamTracker, format_line
 from .temporal import TemporalFilter
+from .yuv import i420_size
 from .zones import ZoneMeter
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class StreamWorker:
         self._processed = metrics.frames_processed.labels(name)
         zones = next((s.zones for s in cfg.sources if s.name == name), [])  # cfg: the one it was added with
         self._zone_outlines = [(z.name, z.polygon) for z in zones] if cfg.overlay.zones else []
+        self._colors_rgb = np.array([c[::-1] for c in palette.colors_bgr], np.uint8)  # for instance outlines
 
     @property
     def started(self) -> bool:
@@ -114,6 +117,16 @@ class StreamWorker:
             self.errors.append(f"stream {self.name}: {e}")
             self._disabled.add(i)
             self.metrics.output_errors.labels(output_label(i, sink), self.name).inc()
+
+    def _outline(self, picture: Picture, found: tuple[Instance, ...], side_by_side: bool) -> None:
+        """Each instance's outline in its class colour, as wide as zone outlines (1 px up to about 360p)."""
+        colors = self._colors_rgb
+        draw_on(
+            picture,
+            side_by_side,
+            lambda image: draw_outlines(image, found, colors, zone_thickness(*image.shape[:2])),
+            lambda data: draw_outlines_i420(data, found, colors, zone_thickness(*i420_size(data))),
+        )
 
     def _run(self) -> None:
         wants_overlay = any(s.wants_overlay for s in self.sinks)
@@ -149,6 +162,8 @@ class StreamWorker:
                 self._overlay_hist.observe(time.perf_counter() - start)
             if picture is not None and self._zone_outlines:
                 draw_zone_outlines(picture, self._zone_outlines, ov.mode == "side-by-side")
+            if picture is not None and result.instances:  # instance models: each one outlined
+                self._outline(picture, result.instances, ov.mode == "side-by-side")
             for i, sink in enumerate(self.sinks):
                 if not sink.wants_raw and i not in self._disabled:
                     self._write(i, sink, result, picture)

@@ -216,3 +216,21 @@ def test_mask_ap_known_values() -> None:
     loose.update(one, np.array([1]), np.array([0.9]), half[None])
     r = loose.result()
     assert (r.ap50, r.ap75, r.ap) == (pytest.approx(1.0), 0.0, pytest.approx(0.4))
+
+
+def test_outlines_on_i420_match_the_bgr_outlines_and_touch_only_their_box() -> None:
+    from streamseg.instances import draw_outlines_i420
+    from streamseg.yuv import bgr_to_i420, i420_to_bgr, planes
+
+    base = np.full((90, 160, 3), 90, np.uint8)
+    colors = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    inst = Instance(2, 0.9, (4, 3, 12, 9), square(3, 4, 6, (18, 32)))  # class map 18x32, frame 5x
+    want = planes(bgr_to_i420(draw_outlines(base.copy(), (inst,), colors, thickness=2)))  # as x264 gets it
+    data = bgr_to_i420(base)
+    got = planes(draw_outlines_i420(data.copy(), (inst,), colors, thickness=2))
+    assert np.abs(got[0].astype(int) - want[0].astype(int)).max() <= 2  # the same contour, antialiased alike
+    changed = np.argwhere(got[0] != planes(data)[0])
+    assert len(changed) > 50
+    assert changed[:, 0].min() >= 13 and changed[:, 0].max() <= 48 and changed[:, 1].min() >= 18
+    b, _g, r = i420_to_bgr(draw_outlines_i420(data.copy(), (inst,), colors, 2))[15, 30].tolist()  # top edge
+    assert b > 150 and r < 60  # class 2's colour is blue (RGB 0, 0, 255)
