@@ -660,11 +660,15 @@ def main() -> int:
     text = report(command, stages, e2e, hd, args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        # benchmarks/throughput.py keeps its own section of the same file: carried over unchanged
+        # Only this script's block is replaced: the hand-kept sections (recording modes, soak) and
+        # benchmarks/throughput.py's block in the same file stay as they are.
         old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        start, end = "<!-- throughput.py: start -->", "<!-- throughput.py: end -->"
+        start, end = "<!-- run.py: start -->", "<!-- run.py: end -->"
+        block = f"{start}\n{text.rstrip()}\n{end}\n"
         if start in old and end in old:
-            text = text.rstrip("\n") + "\n\n" + start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+            text = old.split(start, 1)[0] + block + "\n" + old.split(end, 1)[1].lstrip("\n")
+        else:
+            text = block + ("\n" + old if old else "")
         args.out.write_text(text, encoding="utf-8")
         log(f"wrote {args.out} in {args.elapsed:.0f} s")
     else:

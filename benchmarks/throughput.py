@@ -377,7 +377,7 @@ def render_report(
     floor = stages_o["decode"] + stages_o["encode"] + stages_o["infer"]
     lines += [
         f"- What the I420 path removes, measured in this run: the BGR conversion after decoding, "
-        f"{bgr_decode:.2f} ms (PyAV 18's swscale is fast here: the issue measured 3.9 ms), and the BGR to "
+        f"{bgr_decode:.2f} ms (the issue measured 3.9 ms), and the BGR to "
         f"I420 conversion in front of x264, {bgr_encode:.2f} ms; together {bgr_decode + bgr_encode:.2f} ms "
         f"of the baseline's {before_o:.2f}. Decoding, x264 and inference alone take {floor:.2f} ms "
         f"(W's decode, encode and infer), which is {floor / before_o:.2f} of the baseline's CPU per "
