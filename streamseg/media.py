@@ -308,10 +308,19 @@ class PacketWriter:
 
 
 def count_frames(path: Path) -> int:
-    """Decode every frame of a file and count them (what a player would show)."""
+    """Decode every frame of a file and count them (what a player would show). A packet that does
+    not decode is skipped, as players skip it: a file cut by SIGKILL in the middle of writing a
+    fragment ends in a truncated sample."""
     av = _av()
+    n = 0
     with av.open(str(path)) as c:
-        return sum(1 for _ in c.decode(video=0))
+        stream = c.streams.video[0]
+        for packet in c.demux(stream):
+            try:
+                n += len(stream.codec_context.decode(packet))
+            except av.error.InvalidDataError:
+                continue
+    return n
 
 
 def encoder_names() -> dict[str, bool]:

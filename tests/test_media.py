@@ -198,3 +198,20 @@ def test_native_frames_are_i420_only_where_yuv_converts_them_exactly(
         video.close()
     want_shape = (72, 64) if native else (48, 64, 3)
     assert len(got) == 3 and all(g.shape == want_shape for g in got)
+
+
+def test_count_frames_skips_a_sample_cut_short_as_a_player_does(tmp_path: Path) -> None:
+    """A SIGKILL while a fragment is being written leaves a truncated last sample: counted up to it,
+    not an error (it raised InvalidDataError when the cut fell inside a frame)."""
+    path = tmp_path / "a.mp4"
+    enc = VideoEncoder(path, 64, 48, 25, crf=0, keyframe_s=1.0)
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        enc.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i / 25)
+    enc.close()
+    whole = count_frames(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) - 700])  # inside the last frame's data (crf 0 noise: several KB a frame)
+    assert whole == 50
+    assert 25 <= count_frames(cut) < 50

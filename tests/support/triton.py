@@ -71,6 +71,11 @@ def skip_reason() -> str | None:
     return None
 
 
+def _regions() -> set[Path]:
+    shm = Path("/dev/shm")
+    return set(shm.glob("psm_*")) | set(shm.glob("pytrtion*"))
+
+
 class TritonServerError(RuntimeError):
     """The Triton test server could not be started (pytriton could not launch tritonserver)."""
 
@@ -87,7 +92,7 @@ class TritonServer:
         return f"127.0.0.1:{self.grpc_port if protocol == 'grpc' else self.http_port}"
 
     def start(self) -> None:
-        self._shm_before = set(Path("/dev/shm").glob("psm_*"))
+        self._shm_before = _regions()
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         cmd = [
@@ -133,9 +138,10 @@ class TritonServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(STOP_TIMEOUT_S)
         self.proc = None
-        # Killed Python-backend stubs leave their shared-memory regions behind (/dev/shm/psm_*);
-        # dozens of them from earlier runs kept later servers from becoming ready.
-        for region in set(Path("/dev/shm").glob("psm_*")) - self._shm_before:
+        # Killed Python-backend stubs leave their shared-memory regions behind (/dev/shm/psm_*, and
+        # pytriton's own pytrtion*); dozens of them from earlier runs kept later servers from
+        # becoming ready.
+        for region in _regions() - self._shm_before:
             region.unlink(missing_ok=True)
 
     def stop(self) -> None:
